@@ -1,0 +1,332 @@
+"""Signed statements about a notice after it was sealed.
+
+* :class:`Confirmation`: a recipient's delivery receipt (``kind="receipt"``: the client
+  received and verified the notice) or acknowledgement (``kind="ack"``: a person or system
+  confirmed it), signed by the recipient's identity key and bound to one notice digest,
+  one sender and one recipient (S5, S6). An acknowledgement may carry a short message,
+  sealed to the sender's encryption key.
+* :class:`Attestation`: what the relay attests (accepted, delivered, acknowledged,
+  escalated, resolved) signed by the relay key, which certifies nobody.
+* :class:`RelayCard`: the relay's self-signed public key, pinned by fingerprint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import nacl.signing
+
+from keys import codec
+from keys.codec import blob, fields, nullable, one_of, record, text, timestamp, uint, version
+from keys.errors import BadSignature, NotIntendedRecipient
+from keys.ids import KEY_ID_BYTES, NOTICE_ID_BYTES, DeskId, check_desk
+from keys.primitives import (
+    Domain,
+    Random,
+    check_public_key,
+    equal,
+    key_id,
+    open_sealed,
+    seal_to,
+    system_random,
+)
+from keys.secrets import DeskSecrets
+from keys.signed import SignedBytes, make, split
+from keys.trust import VerifiedDesk
+
+MAX_STATEMENT_BYTES = 8 * 1024
+MAX_ACK_MESSAGE_CHARS = 2000
+CONFIRMATION_KINDS = ("receipt", "ack")
+ATTESTATION_EVENTS = ("accepted", "delivered", "acknowledged", "escalated", "resolved", "responded")
+_DOMAINS = {"receipt": Domain.RECEIPT, "ack": Domain.ACK}
+_nid = blob(size=NOTICE_ID_BYTES, nonzero=True)
+_digest = blob(size=32)
+_kid = blob(size=KEY_ID_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """A recipient's signed receipt or acknowledgement of one notice."""
+
+    kind: str
+    notice_id: bytes
+    digest: bytes
+    sender: DeskId  # the notice's sender, to whom this confirmation is addressed
+    recipient: DeskId  # the desk that signed this confirmation
+    recipient_kid: bytes
+    at: int
+    message: dict[str, bytes] | None
+    signed: SignedBytes
+
+    @classmethod
+    def create(
+        cls,
+        kind: str,
+        *,
+        notice_id: bytes,
+        digest: bytes,
+        sender: DeskId,
+        me: DeskSecrets,
+        at: int,
+        message: str | None = None,
+        sender_keys: VerifiedDesk | None = None,
+        random: Random = system_random,
+    ) -> Confirmation:
+        sealed: dict[str, bytes] | None = None
+        if message is not None:
+            if kind != "ack":
+                raise ValueError("only an acknowledgement carries a message")
+            if len(message) > MAX_ACK_MESSAGE_CHARS:
+                raise ValueError(f"ack message is over {MAX_ACK_MESSAGE_CHARS} characters")
+            if sender_keys is None:
+                raise ValueError("sealing an ack message needs the sender's verified keys")
+            ek_kid, ek = sender_keys.current_encryption_key
+            plain = codec.pack([notice_id, me.desk, message])
+            sealed = {"ek_kid": ek_kid, "sealed": seal_to(ek, plain, random=random)}
+        body = {
+            "v": 1,
+            "type": kind,
+            "notice_id": notice_id,
+            "digest": digest,
+            "to": sender,
+            "from": me.desk,
+            "from_kid": me.ik_kid,
+            "at": at,
+            "message": sealed,
+        }
+        return cls(
+            kind,
+            notice_id,
+            digest,
+            sender,
+            me.desk,
+            me.ik_kid,
+            at,
+            sealed,
+            make(me.identity, _DOMAINS[kind], body),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Confirmation:
+        signed, value = split(data, what="confirmation", max_bytes=MAX_STATEMENT_BYTES)
+        f = fields(
+            value,
+            {
+                "v": version(1),
+                "type": one_of(CONFIRMATION_KINDS),
+                "notice_id": _nid,
+                "digest": _digest,
+                "to": check_desk,
+                "from": check_desk,
+                "from_kid": _kid,
+                "at": timestamp,
+                "message": nullable(
+                    record(
+                        {"ek_kid": _kid, "sealed": blob(max_size=4 * MAX_ACK_MESSAGE_CHARS + 200)}
+                    )
+                ),
+            },
+            "confirmation",
+        )
+        if f["type"] == "receipt" and f["message"] is not None:
+            codec.fail("bad_value", "a delivery receipt carries no message")
+        return cls(
+            f["type"],
+            f["notice_id"],
+            f["digest"],
+            DeskId(f["to"]),
+            DeskId(f["from"]),
+            f["from_kid"],
+            f["at"],
+            f["message"],
+            signed,
+        )
+
+    def encode(self) -> bytes:
+        return self.signed.encode()
+
+    def verify(
+        self, signer: VerifiedDesk, *, notice_id: bytes, digest: bytes, sender: DeskId
+    ) -> None:
+        """Check this confirmation is ``signer``'s, for exactly this notice and sender."""
+        if self.recipient != signer.desk or not equal(self.recipient_kid, signer.ik_kid):
+            raise BadSignature(
+                f"{self.kind} claims to be from {self.recipient}, "
+                f"not from the verified key of {signer.desk}"
+            )
+        self.signed.verify(
+            signer.identity_key, _DOMAINS[self.kind], signer=f"recipient {signer.desk}"
+        )
+        if self.notice_id != notice_id or not equal(self.digest, digest):
+            raise BadSignature(
+                f"{self.kind} is bound to another notice or another version "
+                "of it (notice id or digest differs)"
+            )
+        if self.sender != sender:
+            raise NotIntendedRecipient(
+                f"{self.kind} is addressed to {self.sender}, not to the notice's sender {sender}"
+            )
+
+    def open_message(self, me: DeskSecrets) -> str | None:
+        """Decrypt the acknowledgement's message (call after :meth:`verify`)."""
+        if self.message is None:
+            return None
+        plain = open_sealed(
+            me.encryption_key(self.message["ek_kid"]),
+            self.message["sealed"],
+            what="the acknowledgement message",
+        )
+        pair = codec.array(
+            codec.unpack(plain, what="ack message", max_bytes=len(plain)), 3, "ack message"
+        )
+        if pair[0] != self.notice_id or pair[1] != self.recipient:
+            raise BadSignature("the acknowledgement message belongs to another notice or desk")
+        out: str = text(MAX_ACK_MESSAGE_CHARS)(pair[2], "ack message.text")
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RelayCard:
+    """A relay's public signing key, self-signed. Pinned by clients via its fingerprint."""
+
+    relay_id: str
+    key: bytes
+    created_at: int
+    signed: SignedBytes
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id(self.key)
+
+    @classmethod
+    def create(cls, relay_id: str, sk: nacl.signing.SigningKey, now: int) -> RelayCard:
+        body = {
+            "v": 1,
+            "type": "relay-card",
+            "relay": relay_id,
+            "key": bytes(sk.verify_key),
+            "created_at": now,
+        }
+        return cls(relay_id, bytes(sk.verify_key), now, make(sk, Domain.RELAY_CARD, body))
+
+    @classmethod
+    def decode(cls, data: bytes) -> RelayCard:
+        signed, value = split(data, what="relay card", max_bytes=MAX_STATEMENT_BYTES)
+        f = fields(
+            value,
+            {
+                "v": version(1),
+                "type": codec.const("relay-card"),
+                "relay": text(100, min_chars=1),
+                "key": blob(size=32, nonzero=True),
+                "created_at": timestamp,
+            },
+            "relay card",
+        )
+        check_public_key(f["key"], "relay key")
+        signed.verify(f["key"], Domain.RELAY_CARD, signer=f"relay {f['relay']}")
+        return cls(f["relay"], f["key"], f["created_at"], signed)
+
+    def encode(self) -> bytes:
+        return self.signed.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Attestation:
+    """A relay's signed statement of an event in a notice's life, at the relay's time."""
+
+    event: str
+    relay_id: str
+    relay_kid: bytes
+    notice_id: bytes
+    digest: bytes
+    desk: DeskId  # the sender for "accepted", else the recipient concerned
+    at: int
+    level: int
+    signed: SignedBytes
+
+    @classmethod
+    def create(
+        cls,
+        event: str,
+        *,
+        relay_id: str,
+        relay_key: nacl.signing.SigningKey,
+        notice_id: bytes,
+        digest: bytes,
+        desk: DeskId,
+        at: int,
+        level: int = 0,
+    ) -> Attestation:
+        if event not in ATTESTATION_EVENTS:
+            raise ValueError(f"unknown attestation event {event!r}")
+        kid = key_id(bytes(relay_key.verify_key))
+        body: dict[str, Any] = {
+            "v": 1,
+            "type": "attestation",
+            "event": event,
+            "relay": relay_id,
+            "relay_kid": kid,
+            "notice_id": notice_id,
+            "digest": digest,
+            "desk": desk,
+            "at": at,
+            "level": level,
+        }
+        return cls(
+            event,
+            relay_id,
+            kid,
+            notice_id,
+            digest,
+            desk,
+            at,
+            level,
+            make(relay_key, Domain.ATTESTATION, body),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Attestation:
+        signed, value = split(data, what="attestation", max_bytes=MAX_STATEMENT_BYTES)
+        f = fields(
+            value,
+            {
+                "v": version(1),
+                "type": codec.const("attestation"),
+                "event": one_of(ATTESTATION_EVENTS),
+                "relay": text(100, min_chars=1),
+                "relay_kid": _kid,
+                "notice_id": _nid,
+                "digest": _digest,
+                "desk": check_desk,
+                "at": timestamp,
+                "level": uint(1000),
+            },
+            "attestation",
+        )
+        return cls(
+            f["event"],
+            f["relay"],
+            f["relay_kid"],
+            f["notice_id"],
+            f["digest"],
+            DeskId(f["desk"]),
+            f["at"],
+            f["level"],
+            signed,
+        )
+
+    def encode(self) -> bytes:
+        return self.signed.encode()
+
+    def verify(
+        self, relay: RelayCard, *, notice_id: bytes | None = None, digest: bytes | None = None
+    ) -> None:
+        if self.relay_id != relay.relay_id or not equal(self.relay_kid, relay.key_id):
+            raise BadSignature(f"attestation names relay {self.relay_id!r}, not the pinned one")
+        self.signed.verify(relay.key, Domain.ATTESTATION, signer=f"relay {relay.relay_id}")
+        if notice_id is not None and self.notice_id != notice_id:
+            raise BadSignature("attestation is for another notice")
+        if digest is not None and not equal(self.digest, digest):
+            raise BadSignature("attestation is for another version of the notice")

@@ -1,0 +1,636 @@
+"""Who may speak for whom: the federation root, certificates, revocations and desk cards.
+
+Sovereignty is the rule: only a country's own authority key certifies or revokes that
+country's desks, and the federation root (the list of member countries and their
+authority keys) changes only with the signatures of every member of the version before it.
+
+    authority key (offline, per country) ──certifies──▶ desk identity key (Ed25519)
+                                                           └──certifies──▶ encryption key (X25519)
+    federation root = {members: [(country, authority key)], version, expiry}, signed by all
+
+Nothing here reads a clock: every check takes ``now`` (UTC milliseconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import nacl.signing
+
+from keys import codec
+from keys.codec import blob, fields, list_of, record, text, timestamp, uint, version
+from keys.errors import KeyCertInvalid, RootInvalid, UntrustedKey
+from keys.ids import (
+    KEY_ID_BYTES,
+    Country,
+    DeskId,
+    check_country,
+    check_desk,
+    country_of,
+)
+from keys.primitives import (
+    SIGNATURE_BYTES,
+    Domain,
+    check_public_key,
+    key_id,
+    sign,
+    verify,
+)
+from keys.signed import SignedBytes, make, split
+
+MAX_DOC_BYTES = 64 * 1024
+#: A federation is a handful of countries; 64 leaves room without unbounded verification work.
+MAX_MEMBERS = 64
+#: A desk publishes its current encryption key and at most a few still in their grace period.
+MAX_EKS_PER_CARD = 4
+DAY_MS = 86_400_000
+DEFAULT_EK_LIFETIME_MS = 30 * DAY_MS
+DEFAULT_EK_GRACE_MS = 30 * DAY_MS
+
+_public_key = blob(size=32, nonzero=True)
+_kid = blob(size=KEY_ID_BYTES)
+
+
+def _check_window(not_before: int, not_after: int, what: str) -> None:
+    if not_after <= not_before:
+        codec.fail("bad_value", f"{what} expires before it becomes valid")
+
+
+# ------------------------------------------------------------------- authority cards
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorityCard:
+    """A country authority's public key, self-signed, exchanged to build the root."""
+
+    country: Country
+    key: bytes
+    created_at: int
+    signed: SignedBytes
+
+    @classmethod
+    def create(cls, country: Country, sk: nacl.signing.SigningKey, now: int) -> AuthorityCard:
+        body = {
+            "v": 1,
+            "type": "authority-card",
+            "country": country,
+            "key": bytes(sk.verify_key),
+            "created_at": now,
+        }
+        return cls(country, bytes(sk.verify_key), now, make(sk, Domain.AUTHORITY_CARD, body))
+
+    @classmethod
+    def decode(cls, data: bytes) -> AuthorityCard:
+        signed, value = split(data, what="authority card", max_bytes=MAX_DOC_BYTES)
+        f = fields(
+            value,
+            {
+                "v": version(1),
+                "type": codec.const("authority-card"),
+                "country": check_country,
+                "key": _public_key,
+                "created_at": timestamp,
+            },
+            "authority card",
+        )
+        signed.verify(f["key"], Domain.AUTHORITY_CARD, signer=f"authority {f['country']}")
+        return cls(Country(f["country"]), f["key"], f["created_at"], signed)
+
+    def encode(self) -> bytes:
+        return self.signed.encode()
+
+
+# ------------------------------------------------------------------- federation root
+
+
+@dataclass(frozen=True, slots=True)
+class FederationRoot:
+    """A version of the federation root: members, their authority keys, validity.
+
+    Decoding checks shape only; trust comes from :meth:`check_initial` (a root pinned out
+    of band) or :meth:`check_update` (a successor of a trusted root).
+    """
+
+    version: int
+    issued_at: int
+    expires_at: int
+    members: dict[Country, bytes]
+    body: bytes
+    signatures: dict[Country, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls, version: int, members: dict[Country, bytes], issued_at: int, expires_at: int
+    ) -> FederationRoot:
+        if not members:
+            raise RootInvalid("a federation root needs at least one member")
+        _check_window(issued_at, expires_at, "federation root")
+        body = codec.pack(
+            {
+                "v": 1,
+                "type": "root",
+                "version": version,
+                "issued_at": issued_at,
+                "expires_at": expires_at,
+                "members": [{"country": c, "key": members[c]} for c in sorted(members)],
+            }
+        )
+        return cls.decode(codec.pack([body, []]))
+
+    @classmethod
+    def decode(cls, data: bytes) -> FederationRoot:
+        outer = codec.array(
+            codec.unpack(data, what="federation root", max_bytes=MAX_DOC_BYTES),
+            2,
+            "federation root",
+        )
+        body = blob(max_size=MAX_DOC_BYTES)(outer[0], "federation root.body")
+        sig_list = list_of(lambda v, p: codec.array(v, 2, p), max_items=MAX_MEMBERS)(
+            outer[1], "federation root.signatures"
+        )
+        value = codec.unpack(body, what="federation root body", max_bytes=MAX_DOC_BYTES)
+        f = fields(
+            value,
+            {
+                "v": version(1),
+                "type": codec.const("root"),
+                "version": uint(2**31, 1),
+                "issued_at": timestamp,
+                "expires_at": timestamp,
+                "members": list_of(
+                    record({"country": check_country, "key": _public_key}),
+                    min_items=1,
+                    max_items=MAX_MEMBERS,
+                ),
+            },
+            "federation root",
+        )
+        _check_window(f["issued_at"], f["expires_at"], "federation root")
+        members: dict[Country, bytes] = {}
+        for m in f["members"]:
+            if m["country"] in members:
+                codec.fail("bad_value", f"federation root lists {m['country']!r} twice")
+            members[Country(m["country"])] = m["key"]
+        if list(members) != sorted(members):
+            codec.fail("bad_value", "federation root members must be sorted by country")
+        signatures: dict[Country, bytes] = {}
+        for i, (c, s) in enumerate(sig_list):
+            c = check_country(c, f"federation root.signatures[{i}].country")
+            s = blob(size=SIGNATURE_BYTES)(s, f"federation root.signatures[{i}].signature")
+            if c in signatures:
+                codec.fail("bad_value", f"federation root carries two signatures by {c!r}")
+            signatures[Country(c)] = s
+        return cls(f["version"], f["issued_at"], f["expires_at"], members, body, signatures)
+
+    def encode(self) -> bytes:
+        return codec.pack([self.body, [[c, self.signatures[c]] for c in sorted(self.signatures)]])
+
+    def signed_by(self, country: Country, sk: nacl.signing.SigningKey) -> FederationRoot:
+        """Return this root with ``country``'s signature added."""
+        sigs = dict(self.signatures)
+        sigs[country] = sign(sk, Domain.ROOT, self.body)
+        return FederationRoot(
+            self.version, self.issued_at, self.expires_at, self.members, self.body, sigs
+        )
+
+    def valid_signers(self, keys: dict[Country, bytes]) -> set[Country]:
+        """The countries among ``keys`` whose signature over this root verifies."""
+        good: set[Country] = set()
+        for c, sig in self.signatures.items():
+            if c in keys:
+                try:
+                    verify(keys[c], Domain.ROOT, self.body, sig, signer=f"authority {c}")
+                except Exception:  # noqa: S112 - an invalid signature just does not count
+                    continue
+                good.add(c)
+        return good
+
+    def _require(self, keys: dict[Country, bytes], whose: str) -> None:
+        missing = sorted(set(keys) - self.valid_signers(keys))
+        if missing:
+            raise RootInvalid(
+                f"federation root v{self.version} lacks a valid signature by "
+                f"{', '.join(missing)} ({whose})"
+            )
+
+    def check_fresh(self, now: int) -> None:
+        if now >= self.expires_at:
+            raise RootInvalid(f"federation root v{self.version} expired at {self.expires_at} ms")
+
+    def check_initial(self, now: int) -> None:
+        """Trust this root as pinned out of band: every member signed it; it has not expired."""
+        self._require(self.members, "every member must sign")
+        self.check_fresh(now)
+
+    def check_update(self, previous: FederationRoot, now: int) -> None:
+        """Trust this root as the successor of the trusted ``previous`` one.
+
+        It must have a higher version (no rollback), be signed by every member of the
+        previous version (the signatures it requires) and by every member of its own.
+        """
+        if self.version < previous.version:
+            raise RootInvalid(
+                f"federation root v{self.version} would roll back the pinned v{previous.version}"
+            )
+        if self.version == previous.version:
+            if self.body != previous.body:
+                raise RootInvalid(
+                    f"federation root v{self.version} differs from the pinned root of the "
+                    "same version"
+                )
+        self._require(previous.members, f"required by v{previous.version}")
+        self._require(self.members, "every member must sign")
+        self.check_fresh(now)
+
+
+# ------------------------------------------------------------------- desk certificates
+
+
+@dataclass(frozen=True, slots=True)
+class CertRequest:
+    """A desk's request to be certified, signed by the new identity key (proof of possession)."""
+
+    desk: DeskId
+    identity_key: bytes
+    created_at: int
+    signed: SignedBytes
+
+    @classmethod
+    def create(cls, desk: DeskId, ik: nacl.signing.SigningKey, now: int) -> CertRequest:
+        body = {
+            "v": 1,
+            "type": "cert-request",
+            "desk": desk,
+            "ik": bytes(ik.verify_key),
+            "created_at": now,
+        }
+        return cls(desk, bytes(ik.verify_key), now, make(ik, Domain.CERT_REQUEST, body))
+
+    @classmethod
+    def decode(cls, data: bytes) -> CertRequest:
+        signed, value = split(data, what="certification request", max_bytes=MAX_DOC_BYTES)
+        f = fields(
+            value,
+            {
+                "v": version(1),
+                "type": codec.const("cert-request"),
+                "desk": check_desk,
+                "ik": _public_key,
+                "created_at": timestamp,
+            },
+            "certification request",
+        )
+        signed.verify(f["ik"], Domain.CERT_REQUEST, signer=f"desk {f['desk']}")
+        return cls(DeskId(f["desk"]), f["ik"], f["created_at"], signed)
+
+    def encode(self) -> bytes:
+        return self.signed.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class DeskCertificate:
+    """A country authority's statement that ``identity_key`` speaks for ``desk``."""
+
+    desk: DeskId
+    identity_key: bytes
+    not_before: int
+    not_after: int
+    signed: SignedBytes
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id(self.identity_key)
+
+    @classmethod
+    def issue(
+        cls,
+        request: CertRequest,
+        authority_country: Country,
+        authority: nacl.signing.SigningKey,
+        not_before: int,
+        not_after: int,
+    ) -> DeskCertificate:
+        if country_of(request.desk) != authority_country:
+            raise UntrustedKey(
+                f"the {authority_country} authority cannot certify {request.desk}: "
+                "a country certifies only its own desks"
+            )
+        _check_window(not_before, not_after, "desk certificate")
+        body = {
+            "v": 1,
+            "type": "desk-cert",
+            "desk": request.desk,
+            "ik": request.identity_key,
+            "not_before": not_before,
+            "not_after": not_after,
+        }
+        return cls(
+            request.desk,
+            request.identity_key,
+            not_before,
+            not_after,
+            make(authority, Domain.DESK_CERT, body),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> DeskCertificate:
+        signed, value = split(data, what="desk certificate", max_bytes=MAX_DOC_BYTES)
+        f = fields(
+            value,
+            {
+                "v": version(1),
+                "type": codec.const("desk-cert"),
+                "desk": check_desk,
+                "ik": _public_key,
+                "not_before": timestamp,
+                "not_after": timestamp,
+            },
+            "desk certificate",
+        )
+        _check_window(f["not_before"], f["not_after"], "desk certificate")
+        return cls(DeskId(f["desk"]), f["ik"], f["not_before"], f["not_after"], signed)
+
+    def encode(self) -> bytes:
+        return self.signed.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class EkCertificate:
+    """A desk's statement, signed by its identity key, of its current X25519 encryption key."""
+
+    desk: DeskId
+    ik_kid: bytes
+    encryption_key: bytes
+    not_before: int
+    not_after: int
+    signed: SignedBytes
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id(self.encryption_key)
+
+    @classmethod
+    def issue(
+        cls,
+        desk: DeskId,
+        ik: nacl.signing.SigningKey,
+        encryption_key: bytes,
+        not_before: int,
+        not_after: int,
+    ) -> EkCertificate:
+        _check_window(not_before, not_after, "encryption key certificate")
+        body = {
+            "v": 1,
+            "type": "ek-cert",
+            "desk": desk,
+            "ik_kid": key_id(bytes(ik.verify_key)),
+            "ek": encryption_key,
+            "not_before": not_before,
+            "not_after": not_after,
+        }
+        return cls(
+            desk,
+            key_id(bytes(ik.verify_key)),
+            encryption_key,
+            not_before,
+            not_after,
+            make(ik, Domain.EK_CERT, body),
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> EkCertificate:
+        signed, value = split(data, what="encryption key certificate", max_bytes=MAX_DOC_BYTES)
+        f = fields(
+            value,
+            {
+                "v": version(1),
+                "type": codec.const("ek-cert"),
+                "desk": check_desk,
+                "ik_kid": _kid,
+                "ek": _public_key,
+                "not_before": timestamp,
+                "not_after": timestamp,
+            },
+            "encryption key certificate",
+        )
+        _check_window(f["not_before"], f["not_after"], "encryption key certificate")
+        return cls(DeskId(f["desk"]), f["ik_kid"], f["ek"], f["not_before"], f["not_after"], signed)
+
+    def encode(self) -> bytes:
+        return self.signed.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A country authority's statement that one of its desk identity keys is revoked."""
+
+    desk: DeskId
+    ik_kid: bytes
+    revoked_at: int
+    reason: str
+    signed: SignedBytes
+
+    @classmethod
+    def issue(
+        cls,
+        desk: DeskId,
+        ik_kid: bytes,
+        authority: nacl.signing.SigningKey,
+        revoked_at: int,
+        reason: str,
+    ) -> Revocation:
+        body = {
+            "v": 1,
+            "type": "revocation",
+            "desk": desk,
+            "ik_kid": ik_kid,
+            "revoked_at": revoked_at,
+            "reason": reason[:200],
+        }
+        return cls(desk, ik_kid, revoked_at, reason[:200], make(authority, Domain.REVOCATION, body))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Revocation:
+        signed, value = split(data, what="revocation", max_bytes=MAX_DOC_BYTES)
+        f = fields(
+            value,
+            {
+                "v": version(1),
+                "type": codec.const("revocation"),
+                "desk": check_desk,
+                "ik_kid": _kid,
+                "revoked_at": timestamp,
+                "reason": text(200),
+            },
+            "revocation",
+        )
+        return cls(DeskId(f["desk"]), f["ik_kid"], f["revoked_at"], f["reason"], signed)
+
+    def encode(self) -> bytes:
+        return self.signed.encode()
+
+
+@dataclass(frozen=True, slots=True)
+class DeskCard:
+    """What a desk publishes: its certificate and its encryption key certificate(s)."""
+
+    cert: DeskCertificate
+    eks: tuple[EkCertificate, ...]
+
+    def encode(self) -> bytes:
+        return codec.pack(
+            {
+                "v": 1,
+                "type": "desk-card",
+                "cert": self.cert.encode(),
+                "eks": [e.encode() for e in self.eks],
+            }
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> DeskCard:
+        value = codec.unpack(data, what="desk card", max_bytes=MAX_DOC_BYTES)
+        f = fields(
+            value,
+            {
+                "v": version(1),
+                "type": codec.const("desk-card"),
+                "cert": blob(max_size=MAX_DOC_BYTES),
+                "eks": list_of(
+                    blob(max_size=MAX_DOC_BYTES), min_items=1, max_items=MAX_EKS_PER_CARD
+                ),
+            },
+            "desk card",
+        )
+        return cls(
+            DeskCertificate.decode(f["cert"]), tuple(EkCertificate.decode(e) for e in f["eks"])
+        )
+
+    @property
+    def desk(self) -> DeskId:
+        return self.cert.desk
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedDesk:
+    """A desk whose certificate chain verified against the pinned root at some time."""
+
+    desk: DeskId
+    identity_key: nacl.signing.VerifyKey
+    ik_kid: bytes
+    not_after: int
+    #: Encryption keys valid at verification time, newest first: ``{ek_kid: public key}``.
+    encryption_keys: dict[bytes, bytes]
+
+    @property
+    def current_encryption_key(self) -> tuple[bytes, bytes]:
+        """``(ek_kid, public key)`` to seal new notices to."""
+        if not self.encryption_keys:
+            raise KeyCertInvalid(f"desk {self.desk} has no valid encryption key")
+        kid = next(iter(self.encryption_keys))
+        return kid, self.encryption_keys[kid]
+
+
+class TrustStore:
+    """The pinned federation root plus the revocations known so far.
+
+    The single place that answers "does this key speak for this desk, now?".
+    """
+
+    def __init__(self, root: FederationRoot, revocations: Iterable[Revocation] = ()) -> None:
+        self.root = root
+        self._revoked: dict[bytes, Revocation] = {}
+        for rev in revocations:
+            self.add_revocation(rev)
+
+    def update_root(self, new: FederationRoot, now: int) -> None:
+        new.check_update(self.root, now)
+        self.root = new
+
+    def authority_key(self, country: Country) -> bytes:
+        key = self.root.members.get(country)
+        if key is None:
+            raise UntrustedKey(
+                f"country {country!r} is not a member of federation root v{self.root.version}"
+            )
+        return key
+
+    def add_revocation(self, rev: Revocation) -> None:
+        """Accept a revocation signed by the authority of the desk's own country."""
+        country = country_of(rev.desk)
+        rev.signed.verify(
+            self.authority_key(country), Domain.REVOCATION, signer=f"authority {country}"
+        )
+        self._revoked[rev.ik_kid] = rev
+
+    def is_revoked(self, ik_kid: bytes) -> bool:
+        return ik_kid in self._revoked
+
+    @property
+    def revocations(self) -> list[Revocation]:
+        return list(self._revoked.values())
+
+    def verify_cert(self, cert: DeskCertificate, now: int) -> None:
+        """Raise UntrustedKey unless ``cert`` is valid now under the pinned root."""
+        try:
+            self.root.check_fresh(now)
+        except RootInvalid as exc:
+            raise UntrustedKey(str(exc)) from exc
+        country = country_of(cert.desk)
+        try:
+            cert.signed.verify(
+                self.authority_key(country), Domain.DESK_CERT, signer=f"authority {country}"
+            )
+        except UntrustedKey:
+            raise
+        except Exception as exc:
+            raise UntrustedKey(
+                f"the certificate of {cert.desk} is not signed by the {country} authority"
+            ) from exc
+        if not cert.not_before <= now < cert.not_after:
+            raise UntrustedKey(
+                f"the certificate of {cert.desk} is valid from {cert.not_before} to "
+                f"{cert.not_after} ms, not at {now}"
+            )
+        if self.is_revoked(cert.key_id):
+            raise UntrustedKey(f"the identity key of {cert.desk} has been revoked")
+
+    def verify_card(self, card: DeskCard, now: int) -> VerifiedDesk:
+        """Verify a desk's whole chain; return its keys. Invalid EK certificates are dropped,
+        and if none remains valid the card is refused with KeyCertInvalid."""
+        self.verify_cert(card.cert, now)
+        ik = nacl.signing.VerifyKey(card.cert.identity_key)
+        valid: list[EkCertificate] = []
+        problems: list[str] = []
+        for ek in card.eks:
+            try:
+                if ek.desk != card.desk or ek.ik_kid != card.cert.key_id:
+                    raise KeyCertInvalid("it belongs to another desk or identity key")
+                ek.signed.verify(ik, Domain.EK_CERT, signer=f"desk {card.desk}")
+                if not ek.not_before <= now < ek.not_after:
+                    raise KeyCertInvalid(f"it is valid from {ek.not_before} to {ek.not_after}")
+                check_public_key(ek.encryption_key, "encryption key")
+            except Exception as exc:  # each EK certificate stands or falls alone
+                problems.append(str(exc))
+                continue
+            valid.append(ek)
+        if not valid:
+            raise KeyCertInvalid(
+                f"desk {card.desk} has no valid encryption key certificate ({'; '.join(problems)})"
+            )
+        valid.sort(key=lambda e: e.not_before, reverse=True)
+        return VerifiedDesk(
+            card.desk,
+            ik,
+            card.cert.key_id,
+            card.cert.not_after,
+            {e.key_id: e.encryption_key for e in valid},
+        )
+
+    def verify_signer(self, cert: DeskCertificate, now: int) -> VerifiedDesk:
+        """Verify only the identity part of a desk (for checking its signatures)."""
+        self.verify_cert(cert, now)
+        return VerifiedDesk(
+            cert.desk, nacl.signing.VerifyKey(cert.identity_key), cert.key_id, cert.not_after, {}
+        )
