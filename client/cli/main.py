@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from client.cli import authority_cmd, keys_cmd
+from client.cli import authority_cmd, desk_cmd, keys_cmd, relay_cmd
 from keys.errors import HotlineError, UsageError
 
 
@@ -26,8 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="read the key passphrase from this file (else $HOTLINE_PASSPHRASE or a prompt)",
     )
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
+    desk_cmd.register(groups)
     keys_cmd.register(groups)
     authority_cmd.register(groups)
+    relay_cmd.register(groups)
     demo = groups.add_parser("demo", help="run a whole federation on this machine and show it")
     demo.set_defaults(run=_run_demo)
     return parser

@@ -1,0 +1,315 @@
+"""The relay API's message frames: every body and WebSocket message, encoded and checked.
+
+Both the relay and the client import these; nothing is written twice. Each frame is a
+closed msgpack map with ``v: 1``; signed documents travel inside as opaque ``bin``.
+See keys/PROTOCOL.md, "Relay API".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from keys import codec
+from keys.codec import (
+    blob,
+    boolean,
+    fields,
+    list_of,
+    nullable,
+    one_of,
+    record,
+    text,
+    timestamp,
+    uint,
+    version,
+)
+from keys.ids import NOTICE_ID_BYTES, SEVERITIES, STATUSES, DeskId, check_desk
+from keys.primitives import Domain, SIGNATURE_BYTES
+from keys.report import DEFAULT_MAX_NOTICE_BYTES
+
+MAX_FRAME_BYTES = 64 * 1024
+MAX_DOC = 64 * 1024
+NONCE_BYTES = 32
+TOKEN_BYTES = 32
+#: Kinds of events in a desk's stream.
+EVENT_KINDS = ("notice", "receipt", "ack", "escalation", "resolved")
+MAX_PAGE = 500
+
+_nid = blob(size=NOTICE_ID_BYTES, nonzero=True)
+_doc = blob(max_size=MAX_DOC)
+_seq = uint()
+
+
+def _decode(data: bytes, spec: dict[str, codec.Check], what: str,
+            max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
+    return fields(codec.unpack(data, what=what, max_bytes=max_bytes), spec, what)
+
+
+def auth_message(origin: str, desk: str, ik_kid: bytes, nonce: bytes, ts: int) -> bytes:
+    """What a desk signs (with Domain.AUTH) to answer a challenge."""
+    return Domain.AUTH + codec.pack([origin, desk, ik_kid, nonce, ts])
+
+
+# ----------------------------------------------------------------------------- auth
+
+
+@dataclass(frozen=True, slots=True)
+class ChallengeRequest:
+    desk: DeskId
+
+    def encode(self) -> bytes:
+        return codec.pack({"v": 1, "desk": self.desk})
+
+    @classmethod
+    def decode(cls, data: bytes) -> ChallengeRequest:
+        f = _decode(data, {"v": version(1), "desk": check_desk}, "challenge request")
+        return cls(DeskId(f["desk"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    relay: str
+    origin: str
+    nonce: bytes
+    expires_at: int
+
+    def encode(self) -> bytes:
+        return codec.pack({"v": 1, "relay": self.relay, "origin": self.origin,
+                           "nonce": self.nonce, "expires_at": self.expires_at})
+
+    @classmethod
+    def decode(cls, data: bytes) -> Challenge:
+        f = _decode(data, {"v": version(1), "relay": text(100, min_chars=1),
+                           "origin": text(300, min_chars=1), "nonce": blob(size=NONCE_BYTES),
+                           "expires_at": timestamp}, "challenge")
+        return cls(f["relay"], f["origin"], f["nonce"], f["expires_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRequest:
+    desk: DeskId
+    card: bytes
+    nonce: bytes
+    ts: int
+    signature: bytes
+
+    def encode(self) -> bytes:
+        return codec.pack({"v": 1, "desk": self.desk, "card": self.card, "nonce": self.nonce,
+                           "ts": self.ts, "sig": self.signature})
+
+    @classmethod
+    def decode(cls, data: bytes) -> SessionRequest:
+        f = _decode(data, {"v": version(1), "desk": check_desk, "card": _doc,
+                           "nonce": blob(size=NONCE_BYTES), "ts": timestamp,
+                           "sig": blob(size=SIGNATURE_BYTES)}, "session request")
+        return cls(DeskId(f["desk"]), f["card"], f["nonce"], f["ts"], f["sig"])
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    token: bytes
+    expires_at: int
+    relay_card: bytes
+
+    def encode(self) -> bytes:
+        return codec.pack({"v": 1, "token": self.token, "expires_at": self.expires_at,
+                           "relay_card": self.relay_card})
+
+    @classmethod
+    def decode(cls, data: bytes) -> Session:
+        f = _decode(data, {"v": version(1), "token": blob(size=TOKEN_BYTES),
+                           "expires_at": timestamp, "relay_card": _doc}, "session")
+        return cls(f["token"], f["expires_at"], f["relay_card"])
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The relay's answer to a submitted notice or confirmation."""
+
+    attestation: bytes
+    duplicate: bool
+
+    def encode(self) -> bytes:
+        return codec.pack({"v": 1, "attestation": self.attestation,
+                           "duplicate": self.duplicate})
+
+    @classmethod
+    def decode(cls, data: bytes) -> Accepted:
+        f = _decode(data, {"v": version(1), "attestation": _doc, "duplicate": boolean},
+                    "accepted")
+        return cls(f["attestation"], f["duplicate"])
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFrame:
+    error: str
+    detail: str
+    request_id: str
+
+    def encode(self) -> bytes:
+        return codec.pack({"error": self.error, "detail": self.detail[:500],
+                           "request_id": self.request_id})
+
+    @classmethod
+    def decode(cls, data: bytes) -> ErrorFrame:
+        f = _decode(data, {"error": text(64, min_chars=1), "detail": text(500),
+                           "request_id": text(64)}, "error")
+        return cls(f["error"], f["detail"], f["request_id"])
+
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a desk's stream, in order of ``seq``.
+
+    * ``notice``: ``envelope`` addressed to this desk, ``attestation`` of its acceptance,
+      ``signer_cert`` the sender's desk certificate.
+    * ``receipt`` / ``ack``: ``confirmation`` by a recipient of a notice this desk sent,
+      ``attestation`` of its recording, ``signer_cert`` the recipient's certificate.
+    * ``escalation`` / ``resolved``: ``attestation`` by the relay (and ``envelope`` nil).
+    """
+
+    seq: int
+    kind: str
+    notice_id: bytes
+    envelope: bytes | None = None
+    confirmation: bytes | None = None
+    attestation: bytes | None = None
+    signer_cert: bytes | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "notice_id": self.notice_id,
+                "envelope": self.envelope, "confirmation": self.confirmation,
+                "attestation": self.attestation, "signer_cert": self.signer_cert}
+
+    @classmethod
+    def from_wire(cls, value: Any, path: str = "event",
+                  max_bytes: int = DEFAULT_MAX_NOTICE_BYTES) -> Event:
+        f = fields(value, {"seq": _seq, "kind": one_of(EVENT_KINDS), "notice_id": _nid,
+                           "envelope": nullable(blob(max_size=max_bytes)),
+                           "confirmation": nullable(_doc), "attestation": nullable(_doc),
+                           "signer_cert": nullable(_doc)}, path)
+        return cls(**f)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxPage:
+    events: tuple[Event, ...]
+    next_cursor: int
+    more: bool
+
+    def encode(self) -> bytes:
+        return codec.pack({"v": 1, "events": [e.to_wire() for e in self.events],
+                           "next": self.next_cursor, "more": self.more})
+
+    @classmethod
+    def decode(cls, data: bytes, max_bytes: int = 64 * 1024 * 1024) -> InboxPage:
+        value = codec.unpack(data, what="inbox page", max_bytes=max_bytes)
+        f = fields(value, {"v": version(1), "events": list_of(lambda v, p: v, max_items=MAX_PAGE),
+                           "next": _seq, "more": boolean}, "inbox page")
+        events = tuple(Event.from_wire(e, f"inbox page.events[{i}]")
+                       for i, e in enumerate(f["events"]))
+        return cls(events, f["next"], f["more"])
+
+
+# ----------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientStatus:
+    desk: DeskId
+    signer_cert: bytes | None
+    receipt: bytes | None
+    receipt_attestation: bytes | None
+    ack: bytes | None
+    ack_attestation: bytes | None
+    escalations: tuple[bytes, ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"desk": self.desk, "signer_cert": self.signer_cert, "receipt": self.receipt,
+                "receipt_attestation": self.receipt_attestation, "ack": self.ack,
+                "ack_attestation": self.ack_attestation, "escalations": list(self.escalations)}
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeStatus:
+    notice_id: bytes
+    sender: DeskId
+    severity: str
+    status: str
+    accepted: bytes
+    digest: bytes
+    recipients: tuple[RecipientStatus, ...]
+    policy: dict[str, Any] | None = None
+
+    def encode(self) -> bytes:
+        return codec.pack({"v": 1, "notice_id": self.notice_id, "sender": self.sender,
+                           "severity": self.severity, "status": self.status,
+                           "accepted": self.accepted, "digest": self.digest,
+                           "recipients": [r.to_wire() for r in self.recipients],
+                           "policy": self.policy})
+
+    @classmethod
+    def decode(cls, data: bytes) -> NoticeStatus:
+        rec = record({"desk": check_desk, "signer_cert": nullable(_doc),
+                      "receipt": nullable(_doc), "receipt_attestation": nullable(_doc),
+                      "ack": nullable(_doc), "ack_attestation": nullable(_doc),
+                      "escalations": list_of(_doc, max_items=1000)})
+        f = _decode(data, {"v": version(1), "notice_id": _nid, "sender": check_desk,
+                           "severity": one_of(SEVERITIES), "status": one_of(STATUSES),
+                           "accepted": _doc, "digest": blob(size=32),
+                           "recipients": list_of(rec, min_items=1, max_items=32),
+                           "policy": lambda v, p: v if v is None or type(v) is dict
+                           else codec.fail("bad_type", f"{p} must be a map or nil")},
+                    "notice status", max_bytes=4 * 1024 * 1024)
+        recipients = tuple(
+            RecipientStatus(DeskId(r["desk"]), r["signer_cert"], r["receipt"],
+                            r["receipt_attestation"], r["ack"], r["ack_attestation"],
+                            tuple(r["escalations"])) for r in f["recipients"])
+        return cls(f["notice_id"], DeskId(f["sender"]), f["severity"], f["status"],
+                   f["accepted"], f["digest"], recipients, f["policy"])
+
+
+# ----------------------------------------------------------------------------- WebSocket
+
+#: Messages a client sends on its stream.
+CLIENT_MESSAGE_TYPES = ("confirm", "ping")
+#: Messages the relay sends on a stream.
+RELAY_MESSAGE_TYPES = ("event", "confirmed", "error", "pong")
+
+
+def client_message(kind: str, ref: int, confirmation: bytes | None = None) -> bytes:
+    return codec.pack({"v": 1, "type": kind, "ref": ref, "confirmation": confirmation})
+
+
+def decode_client_message(data: bytes) -> dict[str, Any]:
+    return _decode(data, {"v": version(1), "type": one_of(CLIENT_MESSAGE_TYPES),
+                          "ref": uint(2**53), "confirmation": nullable(_doc)},
+                   "stream message")
+
+
+def relay_message(kind: str, *, ref: int = 0, event: Event | None = None,
+                  attestation: bytes | None = None, error: str | None = None,
+                  detail: str | None = None) -> bytes:
+    return codec.pack({"v": 1, "type": kind, "ref": ref,
+                       "event": event.to_wire() if event else None,
+                       "attestation": attestation, "error": error,
+                       "detail": detail[:500] if detail else None})
+
+
+def decode_relay_message(data: bytes,
+                         max_bytes: int = DEFAULT_MAX_NOTICE_BYTES + 64 * 1024
+                         ) -> dict[str, Any]:
+    f = _decode(data, {"v": version(1), "type": one_of(RELAY_MESSAGE_TYPES),
+                       "ref": uint(2**53), "event": lambda v, p: v,
+                       "attestation": nullable(_doc), "error": nullable(text(64)),
+                       "detail": nullable(text(500))}, "relay message", max_bytes=max_bytes)
+    if f["event"] is not None:
+        f["event"] = Event.from_wire(f["event"], "relay message.event", max_bytes=max_bytes)
+    return f

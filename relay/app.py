@@ -1,0 +1,371 @@
+"""The relay's HTTP and WebSocket surface: bytes in, frames out, errors as stable codes.
+
+Handlers only translate: they check transport-level limits, find the session, call the
+:class:`relay.core.Relay` and encode its answer. Every error leaves as
+``{error, detail, request_id}`` (msgpack) with the status for its code; nothing leaves
+as a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from keys.errors import HotlineError
+from keys.frames import (
+    Challenge,
+    ChallengeRequest,
+    ErrorFrame,
+    Session,
+    SessionRequest,
+    decode_client_message,
+    relay_message,
+)
+from relay.auth import Authenticator, DeskSession
+from relay.core import Relay
+from relay.errors import RelayError, StorageUnavailable, status_for
+from relay.limits import Buckets
+
+MSGPACK = "application/msgpack"
+RELAY: web.AppKey[Relay] = web.AppKey("relay", Relay)
+AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
+AUTH_RATE: web.AppKey[Buckets] = web.AppKey("auth_rate", Buckets)
+_NOTICE_ID_RE = re.compile(r"[0-9a-f]{32}")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(
+    status: int, code: str, detail: str, request_id: str, retry_after: float | None = None
+) -> web.Response:
+    headers = {"X-Request-Id": request_id}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return web.Response(
+        status=status,
+        body=ErrorFrame(code, detail, request_id).encode(),
+        content_type=MSGPACK,
+        headers=headers,
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = secrets.token_hex(8)
+    relay = request.app[RELAY]
+    try:
+        if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+            raise RelayError(
+                415, "encoding_not_allowed", "compressed request bodies are not accepted"
+            )
+        return await handler(request)
+    except RelayError as exc:
+        if exc.status == 401:
+            relay.log.info(
+                "auth.failed",
+                code=exc.code,
+                path=request.path,
+                peer=request.remote,
+                request_id=request_id,
+            )
+        return _error(exc.status, exc.code, exc.message, request_id, exc.retry_after)
+    except StorageUnavailable as exc:
+        relay.log.error("storage.unavailable", error=str(exc)[:300], request_id=request_id)
+        return _error(
+            503,
+            exc.code,
+            "the relay cannot store anything right now; retry later",
+            request_id,
+            retry_after=5,
+        )
+    except HotlineError as exc:
+        return _error(status_for(exc.code), exc.code, exc.message, request_id)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return _error(413, "body_too_large", exc.text or "request body too large", request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+        return _error(exc.status, code, exc.reason, request_id)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        relay.log.exception("request.failed", path=request.path, request_id=request_id)
+        return _error(500, "internal_error", "the relay failed to handle this request", request_id)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+async def _body(request: web.Request, limit: int) -> bytes:
+    if request.content_type != MSGPACK:
+        raise RelayError(
+            415,
+            "unsupported_media_type",
+            f"the body must be {MSGPACK}, not {request.content_type or 'none'}",
+        )
+    if request.content_length is not None and request.content_length > limit:
+        raise RelayError(
+            413,
+            "body_too_large",
+            f"the body is {request.content_length} bytes; the limit is {limit}",
+        )
+    body = await request.read()
+    if len(body) > limit:
+        raise RelayError(413, "body_too_large", f"the body is over {limit} bytes")
+    return body
+
+
+def _session(request: web.Request) -> DeskSession:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token_hex = header.partition(" ")
+    if scheme != "Hotline" or not re.fullmatch(r"[0-9a-f]{64}", token_hex):
+        raise RelayError(401, "unauthorized", "send 'Authorization: Hotline <session token>'")
+    return request.app[AUTH].session(bytes.fromhex(token_hex), request.app[RELAY].clock.now_ms())
+
+
+def _notice_id(request: web.Request) -> bytes:
+    raw = request.match_info["notice_id"]
+    if not _NOTICE_ID_RE.fullmatch(raw):
+        raise RelayError(400, "bad_value", "a notice id is 32 lower-case hex digits")
+    return bytes.fromhex(raw)
+
+
+def _msgpack(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=body, content_type=MSGPACK)
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    relay = request.app[RELAY]
+    problems = []
+    try:
+        await relay.store.check_writable()
+    except StorageUnavailable as exc:
+        problems.append(str(exc)[:200])
+    now = relay.clock.now_ms()
+    if relay.trust.root.expires_at <= now:
+        problems.append(f"the federation root v{relay.trust.root.version} has expired")
+    body = {"status": "ready" if not problems else "not_ready", "problems": problems}
+    return web.Response(
+        status=200 if not problems else 503, text=json.dumps(body), content_type="application/json"
+    )
+
+
+async def relay_card(request: web.Request) -> web.Response:
+    return _msgpack(request.app[RELAY].card.encode())
+
+
+async def federation_root(request: web.Request) -> web.Response:
+    return _msgpack(request.app[RELAY].trust.root.encode())
+
+
+def _auth_limit(request: web.Request) -> None:
+    relay = request.app[RELAY]
+    wait = request.app[AUTH_RATE].take(request.remote or "?", relay.clock.now_ms())
+    if wait > 0:
+        raise RelayError(429, "rate_limited", "too many logins from this address", retry_after=wait)
+
+
+async def challenge(request: web.Request) -> web.Response:
+    _auth_limit(request)
+    relay = request.app[RELAY]
+    req = ChallengeRequest.decode(await _body(request, relay.config.limits.max_small_body_bytes))
+    ch: Challenge = request.app[AUTH].challenge(req.desk, relay.clock.now_ms())
+    return _msgpack(ch.encode())
+
+
+async def login(request: web.Request) -> web.Response:
+    _auth_limit(request)
+    relay = request.app[RELAY]
+    req = SessionRequest.decode(await _body(request, relay.config.limits.max_small_body_bytes))
+    now = relay.clock.now_ms()
+    try:
+        token, session = request.app[AUTH].login(req, now)
+    except HotlineError as exc:
+        if isinstance(exc, RelayError):
+            raise
+        raise RelayError(
+            403 if exc.code == "unknown_or_revoked_key" else 401,
+            exc.code if exc.code == "unknown_or_revoked_key" else "bad_challenge",
+            exc.message,
+        ) from exc
+    await relay.remember_card(session, now)
+    relay.log.info("auth.login", desk=session.desk, key_id=session.verified.ik_kid.hex())
+    return _msgpack(Session(token, session.expires_at, relay.card.encode()).encode())
+
+
+async def get_card(request: web.Request) -> web.Response:
+    _session(request)
+    desk = request.match_info["desk"]
+    card = request.app[RELAY].store.get_card(desk) if len(desk) <= 43 else None
+    if card is None:
+        raise RelayError(404, "not_found", f"no card for desk {desk[:43]!r}")
+    return _msgpack(card)
+
+
+async def submit(request: web.Request) -> web.Response:
+    session = _session(request)
+    relay = request.app[RELAY]
+    body = await _body(request, relay.config.limits.max_notice_bytes)
+    accepted, new = await relay.submit(session, body)
+    return _msgpack(accepted.encode(), 201 if new else 200)
+
+
+async def get_notice(request: web.Request) -> web.Response:
+    return _msgpack(request.app[RELAY].envelope(_session(request), _notice_id(request)))
+
+
+async def get_status(request: web.Request) -> web.Response:
+    return _msgpack(request.app[RELAY].status(_session(request), _notice_id(request)).encode())
+
+
+async def confirm(request: web.Request) -> web.Response:
+    session = _session(request)
+    relay = request.app[RELAY]
+    body = await _body(request, relay.config.limits.max_small_body_bytes)
+    return _msgpack((await relay.confirm(session, body)).encode())
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"\d{1,18}", raw):
+        raise RelayError(400, "bad_value", f"query parameter {name} must be a whole number")
+    return int(raw)
+
+
+async def inbox(request: web.Request) -> web.Response:
+    session = _session(request)
+    page = request.app[RELAY].inbox(
+        session, _int_param(request, "after", 0), _int_param(request, "limit", 100)
+    )
+    return _msgpack(page.encode())
+
+
+async def revocation(request: web.Request) -> web.Response:
+    relay = request.app[RELAY]
+    _auth_limit(request)
+    rev = relay.add_revocation(await _body(request, relay.config.limits.max_small_body_bytes))
+    killed = request.app[AUTH].revoke_sessions(rev.ik_kid)
+    return web.json_response({"revoked": rev.desk, "sessions_closed": killed})
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    session = _session(request)
+    relay = request.app[RELAY]
+    limits = relay.config.limits
+    after = _int_param(request, "after", 0)
+    if relay.hub.count(session.desk) >= limits.max_streams_per_desk:
+        raise RelayError(
+            429,
+            "rate_limited",
+            f"{session.desk} already has {limits.max_streams_per_desk} open streams",
+            retry_after=5,
+        )
+    ws = web.WebSocketResponse(
+        max_msg_size=limits.max_small_body_bytes, heartbeat=limits.heartbeat_s, compress=False
+    )
+    await ws.prepare(request)
+    relay.log.info("stream.opened", desk=session.desk, after=after)
+    with relay.hub.subscribe(session.desk) as sub:
+        sender = asyncio.create_task(_push(ws, relay, session, sub, after))
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.BINARY:
+                    await ws.close(code=1003, message=b"binary msgpack frames only")
+                    break
+                await _on_client_message(ws, relay, session, msg.data)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+    relay.log.info("stream.closed", desk=session.desk, code=ws.close_code)
+    return ws
+
+
+async def _on_client_message(
+    ws: web.WebSocketResponse, relay: Relay, session: DeskSession, data: bytes
+) -> None:
+    ref = 0
+    try:
+        msg = decode_client_message(data)
+        ref = msg["ref"]
+        if msg["type"] == "ping":
+            await ws.send_bytes(relay_message("pong", ref=ref))
+            return
+        if msg["confirmation"] is None:
+            raise RelayError(400, "missing_field", "a confirm message carries a confirmation")
+        relay.check_session(session)
+        accepted = await relay.confirm(session, msg["confirmation"])
+        await ws.send_bytes(relay_message("confirmed", ref=ref, attestation=accepted.attestation))
+    except HotlineError as exc:
+        await ws.send_bytes(relay_message("error", ref=ref, error=exc.code, detail=exc.message))
+
+
+async def _push(
+    ws: web.WebSocketResponse, relay: Relay, session: DeskSession, sub: Any, after: int
+) -> None:
+    cursor = after
+    while not ws.closed:
+        sub.wake.clear()
+        while True:
+            events = relay.events_after(session.desk, cursor)
+            for event in events:
+                await ws.send_bytes(relay_message("event", event=event))
+                cursor = event.seq
+            if len(events) < 200:
+                break
+        if sub.closed_reason is not None:
+            await ws.close(code=4403, message=sub.closed_reason.encode()[:100])
+            return
+        remaining = (session.expires_at - relay.clock.now_ms()) / 1000
+        if remaining <= 0:
+            await ws.close(code=4401, message=b"session expired")
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sub.wake.wait(), timeout=min(remaining, 60))
+
+
+def make_app(relay: Relay, auth: Authenticator) -> web.Application:
+    limits = relay.config.limits
+    app = web.Application(
+        client_max_size=limits.max_notice_bytes + 64 * 1024,
+        middlewares=[error_middleware],
+        handler_args={
+            "auto_decompress": False,
+            "keepalive_timeout": limits.keepalive_timeout_s,
+        },
+    )
+    app[RELAY] = relay
+    app[AUTH] = auth
+    app[AUTH_RATE] = Buckets(limits.auth_per_minute_per_address)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/v1/relay", relay_card)
+    app.router.add_get("/v1/root", federation_root)
+    app.router.add_post("/v1/auth/challenge", challenge)
+    app.router.add_post("/v1/auth/session", login)
+    app.router.add_get("/v1/cards/{desk}", get_card)
+    app.router.add_post("/v1/notices", submit)
+    app.router.add_get("/v1/notices/{notice_id}", get_notice)
+    app.router.add_get("/v1/notices/{notice_id}/status", get_status)
+    app.router.add_post("/v1/confirmations", confirm)
+    app.router.add_get("/v1/inbox", inbox)
+    app.router.add_get("/v1/stream", stream)
+    app.router.add_post("/v1/revocations", revocation)
+    return app

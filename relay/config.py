@@ -1,0 +1,185 @@
+"""The relay's configuration: one TOML file plus environment variables, validated once.
+
+Every setting has a default. Environment variables ``HOTLINE_RELAY_<SECTION>_<KEY>``
+override the file (e.g. ``HOTLINE_RELAY_LIMITS_NOTICES_PER_MINUTE=600``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keys.errors import UsageError
+from keys.report import DEFAULT_MAX_NOTICE_BYTES
+
+CONFIG_NAME = "relay.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    #: Largest sealed notice accepted (the envelope, attachments included).
+    max_notice_bytes: int = DEFAULT_MAX_NOTICE_BYTES
+    #: Largest body of any other request.
+    max_small_body_bytes: int = 64 * 1024
+    #: Notices one desk may submit per minute (token bucket, burst = the same number).
+    notices_per_minute: int = 600
+    #: Notice bytes one desk may submit per minute.
+    bytes_per_minute: int = 256 * 1024 * 1024
+    #: Confirmations (receipts, acks) one desk may submit per minute.
+    confirmations_per_minute: int = 6000
+    #: Unauthenticated challenges and sessions per source address per minute.
+    auth_per_minute_per_address: int = 120
+    #: Open WebSocket streams per desk.
+    max_streams_per_desk: int = 8
+    #: Notices one desk may have sent that some recipient has not acknowledged yet.
+    max_pending_per_desk: int = 100_000
+    #: Events returned by one inbox page at most.
+    max_inbox_page: int = 500
+    #: Session lifetime, seconds.
+    session_ttl_s: int = 900
+    #: Challenge lifetime, seconds.
+    challenge_ttl_s: int = 60
+    #: WebSocket heartbeat, seconds (a missed pong closes the stream).
+    heartbeat_s: float = 20.0
+    #: Seconds an idle keep-alive HTTP connection stays open.
+    keepalive_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RelayConfig:
+    home: Path
+    relay_id: str = "hotline-relay"
+    listen: str = "127.0.0.1:8750"
+    #: The URL desks reach this relay at; desks sign it when they authenticate, so a
+    #: signature made for one relay is useless at another.
+    origin: str = ""
+    #: Database: a path (SQLite) or a postgresql:// URL. Default: relay.db in the home.
+    database: str = ""
+    log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def database_path(self) -> str:
+        return self.database or str(self.home / "relay.db")
+
+    @property
+    def effective_origin(self) -> str:
+        return self.origin or f"http://{self.listen}"
+
+
+_LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
+_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            return value.lower() in ("1", "true", "yes")
+        if not isinstance(value, bool):
+            raise UsageError(f"setting {name} must be true or false")
+        return value
+    if isinstance(default, int):
+        try:
+            out = int(value)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"setting {name} must be a whole number, not {value!r}") from exc
+        if out <= 0:
+            raise UsageError(f"setting {name} must be positive, not {out}")
+        return out
+    if isinstance(default, float):
+        try:
+            outf = float(value)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"setting {name} must be a number, not {value!r}") from exc
+        if not outf > 0:
+            raise UsageError(f"setting {name} must be positive, not {outf}")
+        return outf
+    if not isinstance(value, str):
+        raise UsageError(f"setting {name} must be a string")
+    return value
+
+
+def load(
+    home: Path, overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None
+) -> RelayConfig:
+    """Read ``home/relay.toml`` (if present), then the environment, then ``overrides``."""
+    env = dict(os.environ) if env is None else env
+    raw: dict[str, Any] = {}
+    path = home / CONFIG_NAME
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path} is not valid TOML: {exc}") from exc
+    top = dict(raw.get("relay", {}))
+    lim = dict(raw.get("limits", {}))
+    unknown = set(raw) - {"relay", "limits", "policy", "escalation", "operators", "webhooks"}
+    if unknown:
+        raise UsageError(f"{path}: unknown section [{sorted(unknown)[0]}]")
+    for key, value in env.items():
+        if key.startswith("HOTLINE_RELAY_LIMITS_"):
+            lim[key.removeprefix("HOTLINE_RELAY_LIMITS_").lower()] = value
+        elif key.startswith("HOTLINE_RELAY_") and key != "HOTLINE_RELAY_PASSPHRASE":
+            top[key.removeprefix("HOTLINE_RELAY_").lower()] = value
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            top[key] = value
+
+    limit_fields = {f.name: f.default for f in dataclasses.fields(Limits)}
+    for key in lim:
+        if key not in limit_fields:
+            raise UsageError(f"unknown setting limits.{key}")
+    limits = Limits(**{k: _coerce(f"limits.{k}", v, limit_fields[k]) for k, v in lim.items()})
+
+    top_fields = {
+        f.name: f.default
+        for f in dataclasses.fields(RelayConfig)
+        if f.name not in ("home", "limits")
+    }
+    renamed = {"id": "relay_id"}
+    values: dict[str, Any] = {}
+    for key, value in top.items():
+        key = renamed.get(key, key)
+        if key not in top_fields:
+            raise UsageError(f"unknown setting relay.{key}")
+        values[key] = _coerce(f"relay.{key}", value, top_fields[key])
+    config = RelayConfig(home=home, limits=limits, **values)
+    if not _LISTEN_RE.fullmatch(config.listen) or not 0 < config.port < 65536:
+        raise UsageError(f"relay.listen {config.listen!r} must be HOST:PORT")
+    if not _ID_RE.fullmatch(config.relay_id):
+        raise UsageError(f"relay.id {config.relay_id!r} must be 1-100 of A-Z a-z 0-9 . _ -")
+    if config.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise UsageError("relay.log_level must be debug, info, warning or error")
+    if limits.max_notice_bytes < 4096:
+        raise UsageError("limits.max_notice_bytes must be at least 4096")
+    return config
+
+
+DEFAULT_FILE = """\
+# Hotline relay configuration. Every setting has a default; environment variables
+# HOTLINE_RELAY_<KEY> and HOTLINE_RELAY_LIMITS_<KEY> override this file.
+
+[relay]
+id = "{relay_id}"
+listen = "127.0.0.1:8750"
+# origin = "https://relay.example.org"   # the URL desks use; signed into every login
+# database = ""                          # default: relay.db in this folder (SQLite)
+
+[limits]
+# max_notice_bytes = 8388608
+# notices_per_minute = 600
+# max_streams_per_desk = 8
+"""

@@ -1,0 +1,322 @@
+"""The relay's domain logic: accept notices, record confirmations, serve streams and status.
+
+No aiohttp here: handlers pass bytes and the authenticated session in, and get frames or a
+:class:`~relay.errors.RelayError` back. Every check that can be made before a signature
+verification is made first (sizes, shapes, sender, rate limits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import nacl.signing
+
+from keys import (
+    Attestation,
+    Confirmation,
+    DeskCard,
+    Envelope,
+    RelayCard,
+    Revocation,
+    TrustStore,
+    VerifiedDesk,
+    check_submission,
+)
+from keys.errors import HotlineError, UntrustedKey
+from keys.frames import Accepted, Event, InboxPage, NoticeStatus, RecipientStatus
+from keys.primitives import equal
+from relay import faults
+from relay.auth import DeskSession
+from relay.clock import Clock
+from relay.config import RelayConfig
+from relay.errors import RelayError
+from relay.hub import Hub
+from relay.limits import Buckets
+from relay.store.base import (
+    ConfirmationRecord,
+    Conflict,
+    Duplicate,
+    Inserted,
+    NoticeRecord,
+    Store,
+)
+
+
+@dataclass
+class _CachedCard:
+    card: bytes
+    verified: VerifiedDesk
+
+
+class Relay:
+    def __init__(
+        self,
+        *,
+        config: RelayConfig,
+        store: Store,
+        trust: TrustStore,
+        key: nacl.signing.SigningKey,
+        card: RelayCard,
+        clock: Clock,
+        hub: Hub,
+        log: Any,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.trust = trust
+        self.key = key
+        self.card = card
+        self.clock = clock
+        self.hub = hub
+        self.log = log
+        lim = config.limits
+        self._notice_rate = Buckets(lim.notices_per_minute)
+        self._byte_rate = Buckets(lim.bytes_per_minute)
+        self._confirm_rate = Buckets(lim.confirmations_per_minute)
+        self._cards: dict[str, _CachedCard] = {}
+
+    # ----------------------------------------------------------------- helpers
+    def _attest(
+        self, event: str, *, notice_id: bytes, digest: bytes, desk: str, at: int, level: int = 0
+    ) -> bytes:
+        return Attestation.create(
+            event,
+            relay_id=self.config.relay_id,
+            relay_key=self.key,
+            notice_id=notice_id,
+            digest=digest,
+            desk=desk,  # type: ignore[arg-type]
+            at=at,
+            level=level,
+        ).encode()
+
+    def _limit(self, buckets: Buckets, key: str, now: int, amount: float, what: str) -> None:
+        wait = buckets.take(key, now, amount)
+        if wait > 0:
+            raise RelayError(
+                429,
+                "rate_limited",
+                f"{what} limit reached for {key}; retry later",
+                retry_after=min(wait, 3600.0),
+            )
+
+    def recipient(self, desk: str, now: int) -> VerifiedDesk:
+        """The verified keys of a recipient desk, from the card it last logged in with."""
+        card = self.store.get_card(desk)
+        if card is None:
+            raise RelayError(
+                400,
+                "bad_recipients",
+                f"recipient {desk} is unknown to this relay (it has never logged in)",
+            )
+        cached = self._cards.get(desk)
+        if cached is None or cached.card != card:
+            try:
+                cached = _CachedCard(card, self.trust.verify_card(DeskCard.decode(card), now))
+            except HotlineError as exc:
+                raise RelayError(
+                    400, "bad_recipients", f"recipient {desk} has no valid certificate: {exc}"
+                ) from exc
+            self._cards[desk] = cached
+        v = cached.verified
+        if self.trust.is_revoked(v.ik_kid) or v.not_after <= now:
+            raise RelayError(400, "bad_recipients", f"recipient {desk}'s key is revoked or expired")
+        return v
+
+    def check_session(self, session: DeskSession) -> None:
+        """Refuse a session whose key was revoked or whose time ran out since it began."""
+        if self.trust.is_revoked(session.verified.ik_kid):
+            raise RelayError(401, "unauthorized", "the desk's key has been revoked")
+        if session.expires_at <= self.clock.now_ms():
+            raise RelayError(401, "unauthorized", "the session expired; log in again")
+
+    async def remember_card(self, session: DeskSession, now: int) -> None:
+        await self.store.put_card(session.desk, session.card, session.verified.not_after, now)
+
+    # ----------------------------------------------------------------- notices
+    async def submit(self, session: DeskSession, body: bytes) -> tuple[Accepted, bool]:
+        """Accept a sealed notice. Returns the answer and whether it was newly stored."""
+        now = self.clock.now_ms()
+        env = Envelope.decode(body, max_bytes=self.config.limits.max_notice_bytes)
+        h = env.header
+        if h.sender != session.desk or not equal(h.sender_kid, session.verified.ik_kid):
+            raise RelayError(
+                403,
+                "sender_mismatch",
+                f"the notice is from {h.sender}, but this session is {session.desk}",
+            )
+        self._limit(self._notice_rate, session.desk, now, 1, "notices per minute")
+        self._limit(self._byte_rate, session.desk, now, len(body), "notice bytes per minute")
+        check_submission(env, sender=session.verified, now=now)
+        for stanza in h.stanzas:
+            keys = self.recipient(stanza.to, now).encryption_keys
+            if stanza.ek_kid not in keys:
+                raise RelayError(
+                    400,
+                    "bad_stanza",
+                    f"the stanza for {stanza.to} uses an encryption key that is "
+                    "not among its current certified keys",
+                )
+        digest = env.digest
+        attestation = self._attest(
+            "accepted", notice_id=h.notice_id, digest=digest, desk=h.sender, at=now
+        )
+        rec = NoticeRecord(
+            notice_id=h.notice_id,
+            sender=h.sender,
+            recipients=h.recipients,
+            digest=digest,
+            severity=h.severity,
+            status=h.status,
+            in_reply_to=h.in_reply_to,
+            created_at=h.created_at,
+            accepted_at=now,
+            envelope=body,
+            attestation=attestation,
+            sender_cert=session.verified_cert,
+        )
+        outcome = await self.store.insert_notice(rec)
+        if isinstance(outcome, Conflict):
+            raise RelayError(
+                409,
+                "id_conflict",
+                f"notice id {h.notice_id.hex()} was already used for other content",
+            )
+        if isinstance(outcome, Duplicate):
+            self.log.info("notice.resubmitted", notice_id=h.notice_id.hex(), sender=h.sender)
+            return Accepted(outcome.attestation, True), False
+        assert isinstance(outcome, Inserted)
+        for desk, _seq in outcome.events:
+            self.hub.publish(desk)
+        self.log.info(
+            "notice.accepted",
+            notice_id=h.notice_id.hex(),
+            sender=h.sender,
+            recipients=list(h.recipients),
+            severity=h.severity,
+            status=h.status,
+            size=len(body),
+            accepted_at=now,
+        )
+        faults.crash_point("post_commit_pre_response")
+        return Accepted(attestation, False), True
+
+    def _involved(self, session: DeskSession, notice_id: bytes) -> Any:
+        notice = self.store.get_notice(notice_id)
+        if notice is None or (
+            session.desk != notice.sender and session.desk not in notice.recipients
+        ):
+            # The same answer for "no such notice" and "not yours": existence is not leaked.
+            raise RelayError(404, "not_found", f"no notice {notice_id.hex()} for {session.desk}")
+        return notice
+
+    def envelope(self, session: DeskSession, notice_id: bytes) -> bytes:
+        envelope: bytes = self._involved(session, notice_id).envelope
+        return envelope
+
+    def status(self, session: DeskSession, notice_id: bytes) -> NoticeStatus:
+        n = self._involved(session, notice_id)
+        recipients = tuple(
+            RecipientStatus(
+                d.recipient,
+                d.signer_cert,
+                d.receipt,
+                d.receipt_attestation,
+                d.ack,
+                d.ack_attestation,
+            )
+            for d in self.store.deliveries(notice_id)
+        )
+        return NoticeStatus(
+            notice_id, n.sender, n.severity, n.status, n.attestation, n.digest, recipients, None
+        )
+
+    # ----------------------------------------------------------------- confirmations
+    async def confirm(self, session: DeskSession, body: bytes) -> Accepted:
+        now = self.clock.now_ms()
+        c = Confirmation.decode(body)
+        if c.recipient != session.desk:
+            raise RelayError(
+                403, "forbidden", f"this {c.kind} is signed as {c.recipient}, not {session.desk}"
+            )
+        self._limit(self._confirm_rate, session.desk, now, 1, "confirmations per minute")
+        notice = self.store.get_notice(c.notice_id)
+        if notice is None:
+            raise RelayError(404, "not_found", f"no notice {c.notice_id.hex()}")
+        if session.desk not in notice.recipients:
+            raise RelayError(
+                403, "forbidden", f"notice {c.notice_id.hex()} is not addressed to {session.desk}"
+            )
+        if not equal(c.digest, notice.digest):
+            raise RelayError(
+                409,
+                "digest_mismatch",
+                f"this {c.kind} is for another version of notice "
+                f"{c.notice_id.hex()} (digest differs)",
+            )
+        c.verify(
+            session.verified, notice_id=notice.notice_id, digest=notice.digest, sender=notice.sender
+        )  # type: ignore[arg-type]
+        event = "delivered" if c.kind == "receipt" else "acknowledged"
+        attestation = self._attest(
+            event, notice_id=c.notice_id, digest=notice.digest, desk=session.desk, at=now
+        )
+        outcome = await self.store.record_confirmation(
+            ConfirmationRecord(
+                c.kind,
+                c.notice_id,
+                session.desk,
+                notice.sender,
+                now,
+                body,
+                attestation,
+                session.verified_cert,
+            )
+        )
+        if isinstance(outcome, Duplicate):
+            return Accepted(outcome.attestation, True)
+        self.hub.publish(notice.sender)
+        self.log.info(
+            f"notice.{event}",
+            notice_id=c.notice_id.hex(),
+            sender=notice.sender,
+            recipient=session.desk,
+            severity=notice.severity,
+            status=notice.status,
+            latency_ms=now - notice.accepted_at,
+        )
+        faults.crash_point(
+            "post_ack_commit_pre_response" if c.kind == "ack" else "post_deliver_pre_mark"
+        )
+        return Accepted(attestation, False)
+
+    # ----------------------------------------------------------------- streams
+    def inbox(self, session: DeskSession, after: int, limit: int) -> InboxPage:
+        limit = max(1, min(limit, self.config.limits.max_inbox_page))
+        events = self.store.events_after(session.desk, after, limit + 1)
+        more = len(events) > limit
+        events = events[:limit]
+        return InboxPage(tuple(events), events[-1].seq if events else after, more)
+
+    def events_after(self, desk: str, after: int, limit: int = 200) -> list[Event]:
+        return self.store.events_after(desk, after, limit)
+
+    # ----------------------------------------------------------------- trust
+    def add_revocation(self, body: bytes) -> Revocation:
+        rev = Revocation.decode(body)
+        try:
+            self.trust.add_revocation(rev)
+        except HotlineError as exc:
+            raise RelayError(
+                400,
+                "bad_signature",
+                f"the revocation of {rev.desk} is not signed by its country's authority: {exc}",
+            ) from exc
+        self._cards.pop(rev.desk, None)
+        self.hub.close_desk(rev.desk, "key revoked")
+        self.log.warning("desk.revoked", desk=rev.desk, key_id=rev.ik_kid.hex())
+        return rev
+
+
+__all__ = ["Relay", "UntrustedKey"]

@@ -1,0 +1,151 @@
+"""Setting up a relay home and running the relay process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+import nacl.signing
+from aiohttp import web
+
+from keys import FederationRoot, RelayCard, Revocation, TrustStore
+from keys.errors import UsageError
+from keys.fingerprint import fingerprint
+from keys.keyfile import (
+    MODERATE,
+    KdfLimits,
+    atomic_write,
+    decode_signing_key,
+    encode_signing_key,
+    ensure_private_dir,
+    read_key_file,
+    write_key_file,
+)
+from relay import config as config_mod
+from relay import logs
+from relay.app import make_app
+from relay.auth import Authenticator
+from relay.clock import Clock, SystemClock
+from relay.core import Relay
+from relay.hub import Hub
+from relay.store import open_store
+
+
+def init(
+    home: Path,
+    root_bytes: bytes,
+    passphrase: bytes,
+    *,
+    relay_id: str,
+    now: int,
+    limits: KdfLimits = MODERATE,
+    force: bool = False,
+) -> RelayCard:
+    """Create a relay home: signing key, card, pinned root and a default configuration."""
+    root = FederationRoot.decode(root_bytes)
+    root.check_initial(now)
+    ensure_private_dir(home)
+    if (home / "relay.key").exists() and not force:
+        raise UsageError(f"{home / 'relay.key'} exists; this home is already set up")
+    sk = nacl.signing.SigningKey.generate()
+    write_key_file(
+        home / "relay.key", "relay", encode_signing_key(relay_id, sk), passphrase, limits=limits
+    )
+    card = RelayCard.create(relay_id, sk, now)
+    atomic_write(home / "relay.card", card.encode())
+    atomic_write(home / "root", root.encode())
+    (home / "revocations").mkdir(mode=0o700, exist_ok=True)
+    if not (home / config_mod.CONFIG_NAME).exists():
+        atomic_write(
+            home / config_mod.CONFIG_NAME,
+            config_mod.DEFAULT_FILE.format(relay_id=relay_id).encode(),
+        )
+    return card
+
+
+def load_trust(home: Path, now: int) -> TrustStore:
+    try:
+        root = FederationRoot.decode((home / "root").read_bytes())
+    except FileNotFoundError as exc:
+        raise UsageError(f"{home} has no pinned root: run 'hotline relay init'") from exc
+    root.check_fresh(now)
+    trust = TrustStore(root)
+    rev_dir = home / "revocations"
+    if rev_dir.is_dir():
+        for path in sorted(rev_dir.iterdir()):
+            trust.add_revocation(Revocation.decode(path.read_bytes()))
+    return trust
+
+
+async def serve(
+    cfg: config_mod.RelayConfig,
+    passphrase: bytes,
+    *,
+    clock: Clock | None = None,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Run the relay until SIGINT/SIGTERM."""
+    logs.configure(cfg.log_level)
+    log = logs.get()
+    clock = clock or SystemClock()
+    now = clock.now_ms()
+    name, key = decode_signing_key(read_key_file(cfg.home / "relay.key", passphrase, kind="relay"))
+    card = RelayCard.decode((cfg.home / "relay.card").read_bytes())
+    if card.key != bytes(key.verify_key):
+        raise UsageError("relay.card does not match relay.key")
+    trust = load_trust(cfg.home, now)
+    store = open_store(cfg.database_path)
+    await store.open()
+    relay = Relay(
+        config=cfg, store=store, trust=trust, key=key, card=card, clock=clock, hub=Hub(), log=log
+    )
+    auth = Authenticator(
+        relay_id=card.relay_id,
+        origin=cfg.effective_origin,
+        trust=trust,
+        challenge_ttl_ms=cfg.limits.challenge_ttl_s * 1000,
+        session_ttl_ms=cfg.limits.session_ttl_s * 1000,
+    )
+    app = make_app(relay, auth)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
+    await site.start()
+    port = runner.addresses[0][1] if runner.addresses else cfg.port
+    log.info(
+        "relay.listening",
+        host=cfg.host,
+        port=port,
+        relay_id=card.relay_id,
+        origin=cfg.effective_origin,
+        database=cfg.database_path,
+        fingerprint=fingerprint("relay", card.relay_id, card.key),
+        root_version=trust.root.version,
+    )
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    sweeper = asyncio.create_task(_sweep(auth, clock, stop))
+    try:
+        await stop.wait()
+    finally:
+        log.info("relay.stopping")
+        sweeper.cancel()
+        await runner.cleanup()
+        await store.close()
+        log.info("relay.stopped")
+        del name
+
+
+async def _sweep(auth: Authenticator, clock: Clock, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        await asyncio.sleep(30)
+        auth.sweep(clock.now_ms())

@@ -1,0 +1,21 @@
+"""Storage backends behind one interface (:class:`relay.store.base.Store`)."""
+
+from __future__ import annotations
+
+from relay.store.base import Store
+
+
+def open_store(database: str) -> Store:
+    """The store for a database setting: a file path (SQLite) or a postgresql:// URL."""
+    if database.startswith(("postgres://", "postgresql://")):
+        from keys.errors import UsageError
+
+        raise UsageError(
+            "the PostgreSQL backend is not available in this version; use a file path for SQLite"
+        )
+    from relay.store.sqlite import SqliteStore
+
+    return SqliteStore(database)
+
+
+__all__ = ["Store", "open_store"]
