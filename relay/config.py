@@ -157,8 +157,8 @@ def load(
             raise UsageError(f"unknown setting relay.{key}")
         values[key] = _coerce(f"relay.{key}", value, top_fields[key])
     config = RelayConfig(home=home, limits=limits, **values)
-    if not _LISTEN_RE.fullmatch(config.listen) or not 0 < config.port < 65536:
-        raise UsageError(f"relay.listen {config.listen!r} must be HOST:PORT")
+    if not _LISTEN_RE.fullmatch(config.listen) or not 0 <= config.port < 65536:
+        raise UsageError(f"relay.listen {config.listen!r} must be HOST:PORT (port 0: any free)")
     if not _ID_RE.fullmatch(config.relay_id):
         raise UsageError(f"relay.id {config.relay_id!r} must be 1-100 of A-Z a-z 0-9 . _ -")
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
