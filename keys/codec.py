@@ -43,6 +43,8 @@ def fail(code: str, message: str) -> NoReturn:
 def _no_duplicate_keys(pairs: Sequence[tuple[Any, Any]]) -> dict[Any, Any]:
     out: dict[Any, Any] = {}
     for key, value in pairs:
+        if type(key) is not str:
+            fail("bad_type", "map keys must be strings")
         if key in out:
             fail("duplicate_key", f"map key {str(key)[:40]!r} appears more than once")
         out[key] = value
@@ -76,7 +78,7 @@ def unpack(data: bytes, *, what: str, max_bytes: int) -> Any:
             max_bin_len=max_bytes,
             max_array_len=MAX_CONTAINER_LEN,
             max_map_len=MAX_CONTAINER_LEN,
-            max_ext_len=0,
+            max_ext_len=max_bytes,
         )
     except MalformedInput:
         raise
@@ -107,6 +109,9 @@ def _check_depth(value: Any, what: str) -> None:
         item, depth = stack.pop()
         if depth > MAX_DEPTH:
             fail("too_deep", f"{what} is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(item, msgpack.Timestamp):
+            # The Timestamp extension bypasses ext_hook; refuse it here.
+            fail("type_not_allowed", f"{what} contains a msgpack Timestamp extension")
         if isinstance(item, list):
             stack.extend((x, depth + 1) for x in item)
         elif isinstance(item, dict):
@@ -129,6 +134,10 @@ def fields(value: Any, spec: dict[str, Check], what: str) -> dict[str, Any]:
     """
     if type(value) is not dict:
         fail("bad_type", f"{what} must be a map")
+    if "v" in spec and "v" in value:
+        # The version decides the schema: a newer version's extra fields are reported as
+        # an unsupported version, not as unknown fields.
+        spec["v"](value["v"], f"{what}.v")
     extra = sorted(k for k in value if k not in spec)
     if extra:
         fail("unknown_field", f"{what} has unknown field {extra[0][:40]!r}")

@@ -210,6 +210,10 @@ class Envelope:
         header_raw = blob(max_size=MAX_HEADER_BYTES)(outer[0], "envelope.header")
         ciphertext = blob(max_size=max_bytes)(outer[1], "envelope.ciphertext")
         signature = blob(size=SIGNATURE_BYTES)(outer[2], "envelope.signature")
+        if codec.pack([header_raw, ciphertext, signature]) != data:
+            # The outer framing is not signed; only its one canonical encoding is accepted,
+            # so nobody can re-frame a notice and give it a second digest.
+            codec.fail("malformed", "envelope framing is not in canonical msgpack form")
         return cls(Header.decode(header_raw), ciphertext, signature, data)
 
     def verify_outer(self, sender: VerifiedDesk) -> None:

@@ -7,6 +7,7 @@ See keys/PROTOCOL.md, "Relay API".
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ from keys.codec import (
     version,
 )
 from keys.ids import NOTICE_ID_BYTES, SEVERITIES, STATUSES, DeskId, check_desk
-from keys.primitives import Domain, SIGNATURE_BYTES
+from keys.primitives import SIGNATURE_BYTES, Domain
 from keys.report import DEFAULT_MAX_NOTICE_BYTES
 
 MAX_FRAME_BYTES = 64 * 1024
@@ -121,6 +122,47 @@ class Session:
         f = _decode(data, {"v": version(1), "token": blob(size=TOKEN_BYTES),
                            "expires_at": timestamp, "relay_card": _doc}, "session")
         return cls(f["token"], f["expires_at"], f["relay_card"])
+
+
+OPERATOR_RE = re.compile(r"[a-z0-9._-]{1,40}")
+
+
+def operator_auth_message(origin: str, operator: str, nonce: bytes, ts: int) -> bytes:
+    """What an operator signs (with Domain.OPERATOR_AUTH) to answer a challenge."""
+    return Domain.OPERATOR_AUTH + codec.pack([origin, operator, nonce, ts])
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorChallengeRequest:
+    operator: str
+
+    def encode(self) -> bytes:
+        return codec.pack({"v": 1, "operator": self.operator})
+
+    @classmethod
+    def decode(cls, data: bytes) -> OperatorChallengeRequest:
+        f = _decode(data, {"v": version(1), "operator": text(40, pattern=OPERATOR_RE)},
+                    "operator challenge request")
+        return cls(f["operator"])
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSessionRequest:
+    operator: str
+    nonce: bytes
+    ts: int
+    signature: bytes
+
+    def encode(self) -> bytes:
+        return codec.pack({"v": 1, "operator": self.operator, "nonce": self.nonce,
+                           "ts": self.ts, "sig": self.signature})
+
+    @classmethod
+    def decode(cls, data: bytes) -> OperatorSessionRequest:
+        f = _decode(data, {"v": version(1), "operator": text(40, pattern=OPERATOR_RE),
+                           "nonce": blob(size=NONCE_BYTES), "ts": timestamp,
+                           "sig": blob(size=SIGNATURE_BYTES)}, "operator session request")
+        return cls(f["operator"], f["nonce"], f["ts"], f["sig"])
 
 
 # ----------------------------------------------------------------------------- results

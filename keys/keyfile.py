@@ -31,7 +31,7 @@ from keys.errors import (
     DecryptionFailed,
     InsecureKeyFile,
     KeyFileError,
-    MalformedInput,
+    ProtocolError,
     WrongPassphrase,
 )
 from keys.ids import DeskId, check_desk
@@ -138,7 +138,7 @@ def open_key_file(data: bytes, passphrase: bytes, *, kind: str, name: str = "key
             },
             name,
         )
-    except MalformedInput as exc:
+    except ProtocolError as exc:
         raise KeyFileError(
             f"{name} is damaged or not a Hotline key file: {exc}", code="key_file_corrupt"
         ) from exc

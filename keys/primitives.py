@@ -46,8 +46,10 @@ class Domain:
     RECEIPT = b"hotline/v1/receipt\x00"
     ACK = b"hotline/v1/ack\x00"
     ATTESTATION = b"hotline/v1/attestation\x00"
+    ESCALATION = b"hotline/v1/escalation\x00"
     RELAY_CARD = b"hotline/v1/relay-card\x00"
     AUTH = b"hotline/v1/auth\x00"
+    OPERATOR_AUTH = b"hotline/v1/operator-auth\x00"
 
 
 def blake2b(data: bytes, *, size: int = 32, key: bytes = b"", person: bytes = b"") -> bytes:
@@ -137,11 +139,22 @@ def aead_decrypt(ciphertext: bytes, aad: bytes, nonce: bytes, key: bytes) -> byt
 
 
 def check_public_key(value: bytes, what: str) -> bytes:
-    """Refuse all-zero and small-order Ed25519/X25519 public keys."""
+    """Refuse a 32-byte public key that is all zeros."""
     if len(value) != PUBLIC_KEY_BYTES:
         raise MalformedInput(f"{what} must be 32 bytes", code="bad_value")
     if not any(value):
         raise MalformedInput(f"{what} is the all-zero key", code="bad_value")
+    return value
+
+
+def check_x25519_public_key(value: bytes, what: str) -> bytes:
+    """Refuse an X25519 public key of small order (a shared secret with it is all zeros,
+    which libsodium's crypto_scalarmult reports as an error)."""
+    check_public_key(value, what)
+    try:
+        sodium.crypto_scalarmult(b"\x01" * 31 + b"\x40", value)
+    except nacl.exceptions.RuntimeError as exc:
+        raise MalformedInput(f"{what} is a small-order point", code="bad_value") from exc
     return value
 
 

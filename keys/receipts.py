@@ -35,7 +35,7 @@ from keys.secrets import DeskSecrets
 from keys.signed import SignedBytes, make, split
 from keys.trust import VerifiedDesk
 
-MAX_STATEMENT_BYTES = 8 * 1024
+MAX_STATEMENT_BYTES = 16 * 1024
 MAX_ACK_MESSAGE_CHARS = 2000
 CONFIRMATION_KINDS = ("receipt", "ack")
 ATTESTATION_EVENTS = ("accepted", "delivered", "acknowledged", "escalated", "resolved", "responded")
@@ -73,10 +73,14 @@ class Confirmation:
         sender_keys: VerifiedDesk | None = None,
         random: Random = system_random,
     ) -> Confirmation:
+        if kind not in CONFIRMATION_KINDS:
+            raise ValueError(f"confirmation kind must be one of {', '.join(CONFIRMATION_KINDS)}")
         sealed: dict[str, bytes] | None = None
         if message is not None:
             if kind != "ack":
                 raise ValueError("only an acknowledgement carries a message")
+            if len(message.encode()) > 4 * MAX_ACK_MESSAGE_CHARS:
+                raise ValueError("ack message is too long")
             if len(message) > MAX_ACK_MESSAGE_CHARS:
                 raise ValueError(f"ack message is over {MAX_ACK_MESSAGE_CHARS} characters")
             if sender_keys is None:
@@ -261,6 +265,8 @@ class Attestation:
     ) -> Attestation:
         if event not in ATTESTATION_EVENTS:
             raise ValueError(f"unknown attestation event {event!r}")
+        if not 0 <= level <= 1000:
+            raise ValueError("attestation level must be 0 to 1000")
         kid = key_id(bytes(relay_key.verify_key))
         body: dict[str, Any] = {
             "v": 1,
@@ -330,3 +336,79 @@ class Attestation:
             raise BadSignature("attestation is for another notice")
         if digest is not None and not equal(self.digest, digest):
             raise BadSignature("attestation is for another version of the notice")
+
+
+ESCALATION_KINDS = ("escalated", "resolved")
+TRACKS = ("ack", "response")
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationStatement:
+    """The relay's signed record that a deadline passed (``escalated``) or was met late
+    (``resolved``), with the routing metadata operators and escalation contacts may see."""
+
+    kind: str
+    relay_id: str
+    relay_kid: bytes
+    notice_id: bytes
+    digest: bytes
+    sender: DeskId
+    recipient: DeskId
+    severity: str
+    status: str
+    track: str
+    level: int
+    missed_levels: int
+    deadline: int
+    at: int
+    delivered: bool
+    final: bool
+    signed: SignedBytes
+
+    @property
+    def overdue_ms(self) -> int:
+        return self.at - self.deadline
+
+    @classmethod
+    def create(cls, kind: str, *, relay_id: str, relay_key: nacl.signing.SigningKey,
+               notice_id: bytes, digest: bytes, sender: str, recipient: str, severity: str,
+               status: str, track: str, level: int, missed_levels: int, deadline: int,
+               at: int, delivered: bool, final: bool) -> EscalationStatement:
+        if kind not in ESCALATION_KINDS or track not in TRACKS:
+            raise ValueError(f"unknown escalation kind {kind!r} or track {track!r}")
+        kid = key_id(bytes(relay_key.verify_key))
+        body: dict[str, Any] = {
+            "v": 1, "type": "escalation", "kind": kind, "relay": relay_id, "relay_kid": kid,
+            "notice_id": notice_id, "digest": digest, "sender": sender,
+            "recipient": recipient, "severity": severity, "status": status, "track": track,
+            "level": level, "missed_levels": missed_levels, "deadline": deadline, "at": at,
+            "delivered": delivered, "final": final}
+        return cls(kind, relay_id, kid, notice_id, digest, DeskId(sender), DeskId(recipient),
+                   severity, status, track, level, missed_levels, deadline, at, delivered,
+                   final, make(relay_key, Domain.ESCALATION, body))
+
+    @classmethod
+    def decode(cls, data: bytes) -> EscalationStatement:
+        from keys.ids import SEVERITIES, STATUSES
+
+        signed, value = split(data, what="escalation statement", max_bytes=MAX_STATEMENT_BYTES)
+        f = fields(value, {
+            "v": version(1), "type": codec.const("escalation"),
+            "kind": one_of(ESCALATION_KINDS), "relay": text(100, min_chars=1),
+            "relay_kid": _kid, "notice_id": _nid, "digest": _digest, "sender": check_desk,
+            "recipient": check_desk, "severity": one_of(SEVERITIES),
+            "status": one_of(STATUSES), "track": one_of(TRACKS), "level": uint(1000),
+            "missed_levels": uint(1000), "deadline": timestamp, "at": timestamp,
+            "delivered": codec.boolean, "final": codec.boolean}, "escalation statement")
+        return cls(f["kind"], f["relay"], f["relay_kid"], f["notice_id"], f["digest"],
+                   DeskId(f["sender"]), DeskId(f["recipient"]), f["severity"], f["status"],
+                   f["track"], f["level"], f["missed_levels"], f["deadline"], f["at"],
+                   f["delivered"], f["final"], signed)
+
+    def encode(self) -> bytes:
+        return self.signed.encode()
+
+    def verify(self, relay: RelayCard) -> None:
+        if self.relay_id != relay.relay_id or not equal(self.relay_kid, relay.key_id):
+            raise BadSignature(f"escalation names relay {self.relay_id!r}, not the pinned one")
+        self.signed.verify(relay.key, Domain.ESCALATION, signer=f"relay {relay.relay_id}")

@@ -20,7 +20,7 @@ import nacl.signing
 
 from keys import codec
 from keys.codec import blob, fields, list_of, record, text, timestamp, uint, version
-from keys.errors import KeyCertInvalid, RootInvalid, UntrustedKey
+from keys.errors import HotlineError, KeyCertInvalid, RootInvalid, UntrustedKey
 from keys.ids import (
     KEY_ID_BYTES,
     Country,
@@ -32,7 +32,7 @@ from keys.ids import (
 from keys.primitives import (
     SIGNATURE_BYTES,
     Domain,
-    check_public_key,
+    check_x25519_public_key,
     key_id,
     sign,
     verify,
@@ -45,6 +45,9 @@ MAX_MEMBERS = 64
 #: A desk publishes its current encryption key and at most a few still in their grace period.
 MAX_EKS_PER_CARD = 4
 DAY_MS = 86_400_000
+#: A root issued this far ahead of our clock is still accepted (clocks differ).
+ROOT_CLOCK_SKEW_MS = 10 * 60 * 1000
+MAX_SIGNATURES_PER_COUNTRY = 2
 DEFAULT_EK_LIFETIME_MS = 30 * DAY_MS
 DEFAULT_EK_GRACE_MS = 30 * DAY_MS
 
@@ -117,7 +120,9 @@ class FederationRoot:
     expires_at: int
     members: dict[Country, bytes]
     body: bytes
-    signatures: dict[Country, bytes] = field(default_factory=dict)
+    #: Up to two signatures per country: a country that rotates its authority key signs
+    #: the successor root with the old key (required by the previous version) and the new.
+    signatures: dict[Country, tuple[bytes, ...]] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -174,22 +179,29 @@ class FederationRoot:
             members[Country(m["country"])] = m["key"]
         if list(members) != sorted(members):
             codec.fail("bad_value", "federation root members must be sorted by country")
-        signatures: dict[Country, bytes] = {}
+        signatures: dict[Country, tuple[bytes, ...]] = {}
         for i, (c, s) in enumerate(sig_list):
             c = check_country(c, f"federation root.signatures[{i}].country")
             s = blob(size=SIGNATURE_BYTES)(s, f"federation root.signatures[{i}].signature")
-            if c in signatures:
-                codec.fail("bad_value", f"federation root carries two signatures by {c!r}")
-            signatures[Country(c)] = s
+            have = signatures.get(Country(c), ())
+            if s in have or len(have) >= MAX_SIGNATURES_PER_COUNTRY:
+                codec.fail("bad_value", f"federation root carries more than "
+                                        f"{MAX_SIGNATURES_PER_COUNTRY} signatures by {c!r}")
+            signatures[Country(c)] = (*have, s)
         return cls(f["version"], f["issued_at"], f["expires_at"], members, body, signatures)
 
     def encode(self) -> bytes:
-        return codec.pack([self.body, [[c, self.signatures[c]] for c in sorted(self.signatures)]])
+        return codec.pack([self.body, [[c, sig] for c in sorted(self.signatures)
+                                       for sig in self.signatures[c]]])
 
     def signed_by(self, country: Country, sk: nacl.signing.SigningKey) -> FederationRoot:
         """Return this root with ``country``'s signature added."""
         sigs = dict(self.signatures)
-        sigs[country] = sign(sk, Domain.ROOT, self.body)
+        new = sign(sk, Domain.ROOT, self.body)
+        # Keep signatures by other keys of this country (a rotation needs old and new);
+        # re-signing with the same key replaces nothing (Ed25519 is deterministic).
+        have = sigs.get(country, ())
+        sigs[country] = have if new in have else (*have, new)[-MAX_SIGNATURES_PER_COUNTRY:]
         return FederationRoot(
             self.version, self.issued_at, self.expires_at, self.members, self.body, sigs
         )
@@ -197,13 +209,16 @@ class FederationRoot:
     def valid_signers(self, keys: dict[Country, bytes]) -> set[Country]:
         """The countries among ``keys`` whose signature over this root verifies."""
         good: set[Country] = set()
-        for c, sig in self.signatures.items():
-            if c in keys:
+        for c, sigs in self.signatures.items():
+            if c not in keys:
+                continue
+            for sig in sigs:
                 try:
                     verify(keys[c], Domain.ROOT, self.body, sig, signer=f"authority {c}")
-                except Exception:  # noqa: S112 - an invalid signature just does not count
+                except HotlineError:  # an invalid signature just does not count
                     continue
                 good.add(c)
+                break
         return good
 
     def _require(self, keys: dict[Country, bytes], whose: str) -> None:
@@ -215,6 +230,9 @@ class FederationRoot:
             )
 
     def check_fresh(self, now: int) -> None:
+        if self.issued_at > now + ROOT_CLOCK_SKEW_MS:
+            raise RootInvalid(f"federation root v{self.version} is issued in the future "
+                              f"({self.issued_at} ms)")
         if now >= self.expires_at:
             raise RootInvalid(f"federation root v{self.version} expired at {self.expires_at} ms")
 
@@ -540,7 +558,9 @@ class TrustStore:
 
     def __init__(self, root: FederationRoot, revocations: Iterable[Revocation] = ()) -> None:
         self.root = root
-        self._revoked: dict[bytes, Revocation] = {}
+        #: Keyed by (desk, identity key id): an authority's revocation only ever names one of
+        #: its own desks, so it can never reach another country's key with the same id.
+        self._revoked: dict[tuple[str, bytes], Revocation] = {}
         for rev in revocations:
             self.add_revocation(rev)
 
@@ -562,10 +582,10 @@ class TrustStore:
         rev.signed.verify(
             self.authority_key(country), Domain.REVOCATION, signer=f"authority {country}"
         )
-        self._revoked[rev.ik_kid] = rev
+        self._revoked[(rev.desk, rev.ik_kid)] = rev
 
-    def is_revoked(self, ik_kid: bytes) -> bool:
-        return ik_kid in self._revoked
+    def is_revoked(self, desk: str, ik_kid: bytes) -> bool:
+        return (desk, ik_kid) in self._revoked
 
     @property
     def revocations(self) -> list[Revocation]:
@@ -593,7 +613,7 @@ class TrustStore:
                 f"the certificate of {cert.desk} is valid from {cert.not_before} to "
                 f"{cert.not_after} ms, not at {now}"
             )
-        if self.is_revoked(cert.key_id):
+        if self.is_revoked(cert.desk, cert.key_id):
             raise UntrustedKey(f"the identity key of {cert.desk} has been revoked")
 
     def verify_card(self, card: DeskCard, now: int) -> VerifiedDesk:
@@ -610,7 +630,7 @@ class TrustStore:
                 ek.signed.verify(ik, Domain.EK_CERT, signer=f"desk {card.desk}")
                 if not ek.not_before <= now < ek.not_after:
                     raise KeyCertInvalid(f"it is valid from {ek.not_before} to {ek.not_after}")
-                check_public_key(ek.encryption_key, "encryption key")
+                check_x25519_public_key(ek.encryption_key, "encryption key")
             except Exception as exc:  # each EK certificate stands or falls alone
                 problems.append(str(exc))
                 continue

@@ -29,15 +29,14 @@ from keys.frames import (
     decode_client_message,
     relay_message,
 )
+from relay import ops_api
+from relay.app_keys import AUTH, AUTH_RATE, RELAY
 from relay.auth import Authenticator, DeskSession
 from relay.core import Relay
 from relay.errors import RelayError, StorageUnavailable, status_for
 from relay.limits import Buckets
 
 MSGPACK = "application/msgpack"
-RELAY: web.AppKey[Relay] = web.AppKey("relay", Relay)
-AUTH: web.AppKey[Authenticator] = web.AppKey("auth", Authenticator)
-AUTH_RATE: web.AppKey[Buckets] = web.AppKey("auth_rate", Buckets)
 _NOTICE_ID_RE = re.compile(r"[0-9a-f]{32}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -260,8 +259,8 @@ async def inbox(request: web.Request) -> web.Response:
 async def revocation(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
     _auth_limit(request)
-    rev = relay.add_revocation(await _body(request, relay.config.limits.max_small_body_bytes))
-    killed = request.app[AUTH].revoke_sessions(rev.ik_kid)
+    rev = await relay.add_revocation(await _body(request, relay.config.limits.max_small_body_bytes))
+    killed = request.app[AUTH].revoke_sessions(rev.desk, rev.ik_kid)
     return web.json_response({"revoked": rev.desk, "sessions_closed": killed})
 
 
@@ -341,6 +340,18 @@ async def _push(
             await asyncio.wait_for(sub.wake.wait(), timeout=min(remaining, 60))
 
 
+async def ops_challenge(request: web.Request) -> web.Response:
+    _auth_limit(request)
+    body = await _body(request, request.app[RELAY].config.limits.max_small_body_bytes)
+    return await ops_api.operator_challenge(request, body)
+
+
+async def ops_login(request: web.Request) -> web.Response:
+    _auth_limit(request)
+    body = await _body(request, request.app[RELAY].config.limits.max_small_body_bytes)
+    return await ops_api.operator_login(request, body)
+
+
 def make_app(relay: Relay, auth: Authenticator) -> web.Application:
     limits = relay.config.limits
     app = web.Application(
@@ -368,4 +379,10 @@ def make_app(relay: Relay, auth: Authenticator) -> web.Application:
     app.router.add_get("/v1/inbox", inbox)
     app.router.add_get("/v1/stream", stream)
     app.router.add_post("/v1/revocations", revocation)
+    app.router.add_post("/v1/ops/challenge", ops_challenge)
+    app.router.add_post("/v1/ops/session", ops_login)
+    app.router.add_get("/v1/ops/overdue", ops_api.overdue)
+    app.router.add_get("/v1/ops/escalations", ops_api.escalations)
+    app.router.add_get("/v1/ops/watch", ops_api.watch)
+    app.router.add_get("/metrics", ops_api.metrics)
     return app

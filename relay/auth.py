@@ -17,7 +17,15 @@ from dataclasses import dataclass
 
 from keys import DeskCard, TrustStore, VerifiedDesk
 from keys.errors import HotlineError
-from keys.frames import NONCE_BYTES, TOKEN_BYTES, Challenge, SessionRequest, auth_message
+from keys.frames import (
+    NONCE_BYTES,
+    TOKEN_BYTES,
+    Challenge,
+    OperatorSessionRequest,
+    SessionRequest,
+    auth_message,
+    operator_auth_message,
+)
 from keys.primitives import Domain, blake2b, verify
 from relay.errors import RelayError
 
@@ -36,16 +44,16 @@ class DeskSession:
     expires_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class OperatorSession:
+    operator: str
+    expires_at: int
+
+
 class Authenticator:
-    def __init__(
-        self,
-        *,
-        relay_id: str,
-        origin: str,
-        trust: TrustStore,
-        challenge_ttl_ms: int,
-        session_ttl_ms: int,
-    ) -> None:
+    def __init__(self, *, relay_id: str, origin: str, trust: TrustStore,
+                 challenge_ttl_ms: int, session_ttl_ms: int,
+                 operators: dict[str, bytes] | None = None) -> None:
         self.relay_id = relay_id
         self.origin = origin
         self.trust = trust
@@ -53,6 +61,8 @@ class Authenticator:
         self.session_ttl_ms = session_ttl_ms
         self._challenges: dict[bytes, tuple[str, int]] = {}
         self._sessions: dict[bytes, DeskSession] = {}
+        self.operators = dict(operators or {})
+        self._operator_sessions: dict[bytes, OperatorSession] = {}
 
     def challenge(self, desk: str, now: int) -> Challenge:
         if len(self._challenges) >= MAX_OPEN_CHALLENGES:
@@ -108,13 +118,45 @@ class Authenticator:
         if session.expires_at <= now:
             del self._sessions[_hash(token)]
             raise RelayError(401, "unauthorized", "the session expired; log in again")
-        if self.trust.is_revoked(session.verified.ik_kid):
+        if self.trust.is_revoked(session.desk, session.verified.ik_kid):
             del self._sessions[_hash(token)]
             raise RelayError(401, "unauthorized", "the desk's key has been revoked")
         return session
 
-    def revoke_sessions(self, ik_kid: bytes) -> int:
-        gone = [h for h, s in self._sessions.items() if s.verified.ik_kid == ik_kid]
+    def operator_login(self, req: OperatorSessionRequest, now: int
+                       ) -> tuple[bytes, OperatorSession]:
+        """Operators log in like desks, with a key the relay's configuration grants."""
+        entry = self._challenges.pop(req.nonce, None)
+        key = self.operators.get(req.operator)
+        if entry is None or entry[0] != f"operator:{req.operator}" or entry[1] < now:
+            raise RelayError(401, "bad_challenge",
+                             "the challenge is unknown, used, expired or for someone else")
+        if key is None:
+            raise RelayError(403, "forbidden", f"{req.operator!r} is not an operator here")
+        if abs(req.ts - now) > MAX_CLOCK_SKEW_MS:
+            raise RelayError(401, "bad_challenge", "the login timestamp is too far off")
+        try:
+            verify(key, b"", operator_auth_message(self.origin, req.operator, req.nonce,
+                                                   req.ts),
+                   req.signature, signer=f"operator {req.operator}")
+        except HotlineError as exc:
+            raise RelayError(401, "bad_challenge", "the operator signature does not verify"
+                             ) from exc
+        token = os.urandom(TOKEN_BYTES)
+        session = OperatorSession(req.operator, now + self.session_ttl_ms)
+        self._operator_sessions[_hash(token)] = session
+        return token, session
+
+    def operator_session(self, token: bytes, now: int) -> OperatorSession:
+        session = self._operator_sessions.get(_hash(token))
+        if session is None or session.expires_at <= now or (
+                session.operator not in self.operators):
+            raise RelayError(401, "unauthorized", "not an operator session; log in again")
+        return session
+
+    def revoke_sessions(self, desk: str, ik_kid: bytes) -> int:
+        gone = [h for h, s in self._sessions.items()
+                if s.desk == desk and s.verified.ik_kid == ik_kid]
         for h in gone:
             del self._sessions[h]
         return len(gone)
@@ -124,6 +166,8 @@ class Authenticator:
             del self._challenges[nonce]
         for h in [h for h, s in self._sessions.items() if s.expires_at <= now]:
             del self._sessions[h]
+        for h in [h for h, o in self._operator_sessions.items() if o.expires_at <= now]:
+            del self._operator_sessions[h]
 
     def sweep(self, now: int) -> None:
         self._expire(now)

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from keys.errors import UsageError
+from keys.ids import DESK_ID_RE
 from keys.report import DEFAULT_MAX_NOTICE_BYTES
+from relay.policy import PolicyTable
 
 CONFIG_NAME = "relay.toml"
 
@@ -51,6 +53,26 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class ContactRule:
+    """Whom to notify (metadata only) when a notice to ``recipient`` escalates."""
+
+    recipient: str  # a desk id, or "*" for every desk
+    notify: tuple[str, ...]
+    from_level: int = 1
+    #: Skip exercise and test notices.
+    real_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    name: str
+    url: str
+    secret: bytes
+    from_level: int = 1
+    real_only: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     home: Path
     relay_id: str = "hotline-relay"
@@ -61,7 +83,18 @@ class RelayConfig:
     #: Database: a path (SQLite) or a postgresql:// URL. Default: relay.db in the home.
     database: str = ""
     log_level: str = "info"
+    #: Append-only JSON-lines file of escalations for operators (relative to the home).
+    escalation_log: str = "escalations.jsonl"
     limits: Limits = field(default_factory=Limits)
+    policy: PolicyTable = field(default_factory=lambda: PolicyTable.parse(None))
+    contacts: tuple[ContactRule, ...] = ()
+    webhooks: tuple[Webhook, ...] = ()
+    #: Operator name -> Ed25519 public key. Operators see metadata, never content.
+    operators: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def escalation_log_path(self) -> Path:
+        return self.home / self.escalation_log
 
     @property
     def host(self) -> str:
@@ -156,7 +189,10 @@ def load(
         if key not in top_fields:
             raise UsageError(f"unknown setting relay.{key}")
         values[key] = _coerce(f"relay.{key}", value, top_fields[key])
-    config = RelayConfig(home=home, limits=limits, **values)
+    config = RelayConfig(home=home, limits=limits, policy=PolicyTable.parse(raw.get("policy")),
+                         contacts=_contacts(raw.get("escalation", {})),
+                         webhooks=_webhooks(raw.get("webhooks", []), env),
+                         operators=_operators(raw.get("operators", {})), **values)
     if not _LISTEN_RE.fullmatch(config.listen) or not 0 <= config.port < 65536:
         raise UsageError(f"relay.listen {config.listen!r} must be HOST:PORT (port 0: any free)")
     if not _ID_RE.fullmatch(config.relay_id):
@@ -166,6 +202,96 @@ def load(
     if limits.max_notice_bytes < 4096:
         raise UsageError("limits.max_notice_bytes must be at least 4096")
     return config
+
+
+_NAME_RE = re.compile(r"[a-z0-9._-]{1,40}")
+
+
+def _table_keys(raw: dict[str, Any], allowed: set[str], name: str) -> None:
+    unknown = set(raw) - allowed
+    if unknown:
+        raise UsageError(f"{name}: unknown setting {sorted(unknown)[0]!r} "
+                         f"(allowed: {', '.join(sorted(allowed))})")
+
+
+def _level(raw: dict[str, Any], name: str) -> int:
+    level = raw.get("from_level", 1)
+    if type(level) is not int or not 1 <= level <= 100:
+        raise UsageError(f"{name}.from_level must be a whole number from 1 to 100")
+    return level
+
+
+def _contacts(escalation: Any) -> tuple[ContactRule, ...]:
+    if not isinstance(escalation, dict):
+        raise UsageError("[escalation] must be a table")
+    _table_keys(escalation, {"contacts"}, "escalation")
+    rules = []
+    for i, rule in enumerate(escalation.get("contacts", [])):
+        name = f"escalation.contacts[{i}]"
+        if not isinstance(rule, dict):
+            raise UsageError(f"{name} must be a table ([[escalation.contacts]])")
+        _table_keys(rule, {"recipient", "notify", "from_level", "real_only"}, name)
+        recipient = rule.get("recipient", "*")
+        if recipient != "*" and not DESK_ID_RE.fullmatch(str(recipient)):
+            raise UsageError(f"{name}.recipient must be a desk id or '*'")
+        notify = rule.get("notify")
+        if not isinstance(notify, list) or not notify or not all(
+                isinstance(d, str) and DESK_ID_RE.fullmatch(d) for d in notify):
+            raise UsageError(f"{name}.notify must be a non-empty list of desk ids")
+        real_only = rule.get("real_only", False)
+        if not isinstance(real_only, bool):
+            raise UsageError(f"{name}.real_only must be true or false")
+        rules.append(ContactRule(recipient, tuple(notify), _level(rule, name), real_only))
+    return tuple(rules)
+
+
+def _webhooks(raw: Any, env: dict[str, str]) -> tuple[Webhook, ...]:
+    if not isinstance(raw, list):
+        raise UsageError("webhooks must be an array of tables ([[webhooks]])")
+    hooks = []
+    for i, hook in enumerate(raw):
+        name = f"webhooks[{i}]"
+        if not isinstance(hook, dict):
+            raise UsageError(f"{name} must be a table")
+        _table_keys(hook, {"name", "url", "secret", "secret_env", "from_level", "real_only"},
+                    name)
+        hook_name = hook.get("name", f"webhook-{i + 1}")
+        if not isinstance(hook_name, str) or not _NAME_RE.fullmatch(hook_name):
+            raise UsageError(f"{name}.name must be 1-40 of a-z 0-9 . _ -")
+        url = hook.get("url")
+        if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
+            raise UsageError(f"{name}.url must be an http:// or https:// URL")
+        if "secret_env" in hook:
+            secret = env.get(str(hook["secret_env"]), "")
+            if not secret:
+                raise UsageError(f"{name}.secret_env names {hook['secret_env']!r}, "
+                                 "which is not set")
+        else:
+            secret = hook.get("secret", "")
+        if not isinstance(secret, str) or len(secret) < 16:
+            raise UsageError(f"{name} needs a secret (or secret_env) of at least 16 characters "
+                             "for its HMAC signature")
+        real_only = hook.get("real_only", False)
+        if not isinstance(real_only, bool):
+            raise UsageError(f"{name}.real_only must be true or false")
+        hooks.append(Webhook(hook_name, url, secret.encode(), _level(hook, name), real_only))
+    if len({h.name for h in hooks}) != len(hooks):
+        raise UsageError("webhooks: two webhooks share a name")
+    return tuple(hooks)
+
+
+def _operators(raw: Any) -> dict[str, bytes]:
+    if not isinstance(raw, dict):
+        raise UsageError("[operators] must be a table of name = \"hex public key\"")
+    out = {}
+    for name, key in raw.items():
+        if not _NAME_RE.fullmatch(name):
+            raise UsageError(f"operators: {name!r} must be 1-40 of a-z 0-9 . _ -")
+        if not isinstance(key, str) or not re.fullmatch(r"[0-9a-f]{64}", key):
+            raise UsageError(f"operators.{name} must be a 64-digit hex Ed25519 public key "
+                             "(see 'hotline ops init')")
+        out[name] = bytes.fromhex(key)
+    return out
 
 
 DEFAULT_FILE = """\
@@ -182,4 +308,29 @@ listen = "127.0.0.1:8750"
 # max_notice_bytes = 8388608
 # notices_per_minute = 600
 # max_streams_per_desk = 8
+
+# Deadlines per severity (defaults shown); overrides per recipient desk below.
+# [policy.critical]
+# ack_window = "15m"
+# repeat_every = "5m"
+# max_level = 10
+# response_window = "4h"
+# [policy.overrides."cn.cac".critical]
+# ack_window = "30m"
+
+# Who else hears of an escalation (metadata only):
+# [[escalation.contacts]]
+# recipient = "cn.cac"
+# notify = ["cn.duty"]
+# from_level = 2
+
+# [[webhooks]]
+# name = "oncall"
+# url = "https://alerts.example.org/hotline"
+# secret_env = "HOTLINE_WEBHOOK_SECRET"
+# real_only = true
+
+# Operators (hotline ops init prints the line to add):
+# [operators]
+# "ops.alice" = "<64 hex digits>"
 """

@@ -22,25 +22,73 @@ from keys import (
     TrustStore,
     VerifiedDesk,
     check_submission,
+    codec,
 )
-from keys.errors import HotlineError, UntrustedKey
+from keys.errors import HotlineError
 from keys.frames import Accepted, Event, InboxPage, NoticeStatus, RecipientStatus
 from keys.primitives import equal
+from keys.receipts import EscalationStatement
 from relay import faults
 from relay.auth import DeskSession
 from relay.clock import Clock
-from relay.config import RelayConfig
+from relay.config import ContactRule, RelayConfig
 from relay.errors import RelayError
+from relay.escalator import Escalator
 from relay.hub import Hub
 from relay.limits import Buckets
+from relay.metrics import Metrics
+from relay.policy import Policy
 from relay.store.base import (
     ConfirmationRecord,
     Conflict,
+    DeadlineSpec,
     Duplicate,
+    EscalationRow,
     Inserted,
     NoticeRecord,
+    OverdueRow,
     Store,
 )
+
+
+class RelayStamper:
+    """Signs the relay's statements with its key (also inside store transactions)."""
+
+    def __init__(self, relay_id: str, key: nacl.signing.SigningKey) -> None:
+        self.relay_id = relay_id
+        self.key = key
+
+    def attestation(self, event: str, *, notice_id: bytes, digest: bytes, desk: str, at: int,
+                    level: int = 0) -> bytes:
+        return Attestation.create(event, relay_id=self.relay_id, relay_key=self.key,
+                                  notice_id=notice_id, digest=digest, desk=desk,  # type: ignore[arg-type]
+                                  at=at, level=level).encode()
+
+    def escalation(self, kind: str, **fields: Any) -> bytes:
+        return EscalationStatement.create(kind, relay_id=self.relay_id, relay_key=self.key,
+                                          **fields).encode()
+
+
+class ConfigRouting:
+    """Contacts and webhooks for an escalation, from the relay configuration."""
+
+    def __init__(self, config: RelayConfig) -> None:
+        self.rules: tuple[ContactRule, ...] = config.contacts
+        self.hooks = config.webhooks
+
+    def contacts(self, recipient: str, level: int, status: str) -> tuple[str, ...]:
+        out: list[str] = []
+        for rule in self.rules:
+            if rule.recipient not in ("*", recipient) or level < rule.from_level:
+                continue
+            if rule.real_only and status != "actual":
+                continue
+            out.extend(d for d in rule.notify if d not in out)
+        return tuple(out)
+
+    def webhooks(self, level: int, status: str) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hooks
+                     if level >= h.from_level and not (h.real_only and status != "actual"))
 
 
 @dataclass
@@ -50,18 +98,9 @@ class _CachedCard:
 
 
 class Relay:
-    def __init__(
-        self,
-        *,
-        config: RelayConfig,
-        store: Store,
-        trust: TrustStore,
-        key: nacl.signing.SigningKey,
-        card: RelayCard,
-        clock: Clock,
-        hub: Hub,
-        log: Any,
-    ) -> None:
+    def __init__(self, *, config: RelayConfig, store: Store, trust: TrustStore,
+                 key: nacl.signing.SigningKey, card: RelayCard, clock: Clock, hub: Hub,
+                 log: Any, metrics: Metrics | None = None) -> None:
         self.config = config
         self.store = store
         self.trust = trust
@@ -75,64 +114,62 @@ class Relay:
         self._byte_rate = Buckets(lim.bytes_per_minute)
         self._confirm_rate = Buckets(lim.confirmations_per_minute)
         self._cards: dict[str, _CachedCard] = {}
+        self.metrics = metrics or Metrics()
+        self.stamper = RelayStamper(config.relay_id, key)
+        self.routing = ConfigRouting(config)
+        self.escalator = Escalator(store=store, clock=clock, stamper=self.stamper,
+                                   routing=self.routing, hub=hub, log=log, metrics=self.metrics,
+                                   relay_id=config.relay_id,
+                                   log_path=config.escalation_log_path)
 
     # ----------------------------------------------------------------- helpers
-    def _attest(
-        self, event: str, *, notice_id: bytes, digest: bytes, desk: str, at: int, level: int = 0
-    ) -> bytes:
-        return Attestation.create(
-            event,
-            relay_id=self.config.relay_id,
-            relay_key=self.key,
-            notice_id=notice_id,
-            digest=digest,
-            desk=desk,  # type: ignore[arg-type]
-            at=at,
-            level=level,
-        ).encode()
-
     def _limit(self, buckets: Buckets, key: str, now: int, amount: float, what: str) -> None:
         wait = buckets.take(key, now, amount)
         if wait > 0:
-            raise RelayError(
-                429,
-                "rate_limited",
-                f"{what} limit reached for {key}; retry later",
-                retry_after=min(wait, 3600.0),
-            )
+            raise RelayError(429, "rate_limited", f"{what} limit reached for {key}; retry later",
+                             retry_after=min(wait, 3600.0))
 
     def recipient(self, desk: str, now: int) -> VerifiedDesk:
         """The verified keys of a recipient desk, from the card it last logged in with."""
         card = self.store.get_card(desk)
         if card is None:
-            raise RelayError(
-                400,
-                "bad_recipients",
-                f"recipient {desk} is unknown to this relay (it has never logged in)",
-            )
+            raise RelayError(400, "bad_recipients",
+                             f"recipient {desk} is unknown to this relay (it has never logged in)")
         cached = self._cards.get(desk)
         if cached is None or cached.card != card:
             try:
                 cached = _CachedCard(card, self.trust.verify_card(DeskCard.decode(card), now))
             except HotlineError as exc:
-                raise RelayError(
-                    400, "bad_recipients", f"recipient {desk} has no valid certificate: {exc}"
-                ) from exc
+                raise RelayError(400, "bad_recipients",
+                                 f"recipient {desk} has no valid certificate: {exc}") from exc
             self._cards[desk] = cached
         v = cached.verified
-        if self.trust.is_revoked(v.ik_kid) or v.not_after <= now:
+        if self.trust.is_revoked(v.desk, v.ik_kid) or v.not_after <= now:
             raise RelayError(400, "bad_recipients", f"recipient {desk}'s key is revoked or expired")
         return v
 
     def check_session(self, session: DeskSession) -> None:
         """Refuse a session whose key was revoked or whose time ran out since it began."""
-        if self.trust.is_revoked(session.verified.ik_kid):
+        if self.trust.is_revoked(session.desk, session.verified.ik_kid):
             raise RelayError(401, "unauthorized", "the desk's key has been revoked")
         if session.expires_at <= self.clock.now_ms():
             raise RelayError(401, "unauthorized", "the session expired; log in again")
 
     async def remember_card(self, session: DeskSession, now: int) -> None:
         await self.store.put_card(session.desk, session.card, session.verified.not_after, now)
+
+    def _deadlines(self, recipients: tuple[str, ...], severity: str, accepted_at: int
+                   ) -> tuple[dict[str, Policy], tuple[DeadlineSpec, ...]]:
+        """The policy in force now for each recipient, frozen, and the ladders it starts."""
+        policies = {r: self.config.policy.for_recipient(r, severity) for r in recipients}
+        specs = []
+        for r, p in policies.items():
+            specs.append(DeadlineSpec(r, "ack", accepted_at + p.ack_window_ms, p.repeat_ms,
+                                      p.max_level))
+            if p.response_window_ms is not None:
+                specs.append(DeadlineSpec(r, "response", accepted_at + p.response_window_ms,
+                                          p.repeat_ms, p.max_level))
+        return policies, tuple(specs)
 
     # ----------------------------------------------------------------- notices
     async def submit(self, session: DeskSession, body: bytes) -> tuple[Accepted, bool]:
@@ -141,72 +178,57 @@ class Relay:
         env = Envelope.decode(body, max_bytes=self.config.limits.max_notice_bytes)
         h = env.header
         if h.sender != session.desk or not equal(h.sender_kid, session.verified.ik_kid):
-            raise RelayError(
-                403,
-                "sender_mismatch",
-                f"the notice is from {h.sender}, but this session is {session.desk}",
-            )
+            raise RelayError(403, "sender_mismatch",
+                             f"the notice is from {h.sender}, but this session is {session.desk}")
         self._limit(self._notice_rate, session.desk, now, 1, "notices per minute")
         self._limit(self._byte_rate, session.desk, now, len(body), "notice bytes per minute")
         check_submission(env, sender=session.verified, now=now)
         for stanza in h.stanzas:
             keys = self.recipient(stanza.to, now).encryption_keys
             if stanza.ek_kid not in keys:
-                raise RelayError(
-                    400,
-                    "bad_stanza",
-                    f"the stanza for {stanza.to} uses an encryption key that is "
-                    "not among its current certified keys",
-                )
+                raise RelayError(400, "bad_stanza",
+                                 f"the stanza for {stanza.to} uses an encryption key that is "
+                                 "not among its current certified keys")
         digest = env.digest
-        attestation = self._attest(
-            "accepted", notice_id=h.notice_id, digest=digest, desk=h.sender, at=now
-        )
+        attestation = self.stamper.attestation("accepted", notice_id=h.notice_id, digest=digest,
+                                               desk=h.sender, at=now)
+        policies, deadlines = self._deadlines(h.recipients, h.severity, now)
         rec = NoticeRecord(
-            notice_id=h.notice_id,
-            sender=h.sender,
-            recipients=h.recipients,
-            digest=digest,
-            severity=h.severity,
-            status=h.status,
-            in_reply_to=h.in_reply_to,
-            created_at=h.created_at,
-            accepted_at=now,
-            envelope=body,
-            attestation=attestation,
+            notice_id=h.notice_id, sender=h.sender, recipients=h.recipients, digest=digest,
+            severity=h.severity, status=h.status, in_reply_to=h.in_reply_to,
+            created_at=h.created_at, accepted_at=now, envelope=body, attestation=attestation,
             sender_cert=session.verified_cert,
-        )
-        outcome = await self.store.insert_notice(rec)
+            policy=codec.pack({r: p.to_wire() for r, p in policies.items()}),
+            deadlines=deadlines)
+        outcome = await self.store.insert_notice(rec, self.stamper, self.routing,
+                                                 self.clock.now_ms)
         if isinstance(outcome, Conflict):
-            raise RelayError(
-                409,
-                "id_conflict",
-                f"notice id {h.notice_id.hex()} was already used for other content",
-            )
+            raise RelayError(409, "id_conflict",
+                             f"notice id {h.notice_id.hex()} was already used for other content")
         if isinstance(outcome, Duplicate):
             self.log.info("notice.resubmitted", notice_id=h.notice_id.hex(), sender=h.sender)
             return Accepted(outcome.attestation, True), False
         assert isinstance(outcome, Inserted)
         for desk, _seq in outcome.events:
             self.hub.publish(desk)
-        self.log.info(
-            "notice.accepted",
-            notice_id=h.notice_id.hex(),
-            sender=h.sender,
-            recipients=list(h.recipients),
-            severity=h.severity,
-            status=h.status,
-            size=len(body),
-            accepted_at=now,
-        )
+        self.log.info("notice.accepted", notice_id=h.notice_id.hex(), sender=h.sender,
+                      recipients=list(h.recipients), severity=h.severity, status=h.status,
+                      size=len(body), accepted_at=now,
+                      in_reply_to=h.in_reply_to.hex() if h.in_reply_to else None)
+        self.metrics.accepted.labels(h.severity, h.status).inc()
+        for original, responder in outcome.responded:
+            self.log.info("notice.responded", notice_id=original.hex(), recipient=responder,
+                          reply_id=h.notice_id.hex())
+        await self.escalator.announce(list(outcome.resolved))
+        if deadlines:
+            self.escalator.poke(min(d.due_at for d in deadlines))
         faults.crash_point("post_commit_pre_response")
         return Accepted(attestation, False), True
 
     def _involved(self, session: DeskSession, notice_id: bytes) -> Any:
         notice = self.store.get_notice(notice_id)
-        if notice is None or (
-            session.desk != notice.sender and session.desk not in notice.recipients
-        ):
+        if notice is None or (session.desk != notice.sender
+                              and session.desk not in notice.recipients):
             # The same answer for "no such notice" and "not yours": existence is not leaked.
             raise RelayError(404, "not_found", f"no notice {notice_id.hex()} for {session.desk}")
         return notice
@@ -217,79 +239,62 @@ class Relay:
 
     def status(self, session: DeskSession, notice_id: bytes) -> NoticeStatus:
         n = self._involved(session, notice_id)
+        escalations: dict[str, list[bytes]] = {}
+        for row in self.store.escalations_of(notice_id):
+            escalations.setdefault(row.recipient, []).append(row.statement)
         recipients = tuple(
-            RecipientStatus(
-                d.recipient,
-                d.signer_cert,
-                d.receipt,
-                d.receipt_attestation,
-                d.ack,
-                d.ack_attestation,
-            )
-            for d in self.store.deliveries(notice_id)
-        )
-        return NoticeStatus(
-            notice_id, n.sender, n.severity, n.status, n.attestation, n.digest, recipients, None
-        )
+            RecipientStatus(d.recipient, d.signer_cert, d.receipt, d.receipt_attestation,
+                            d.ack, d.ack_attestation, tuple(escalations.get(d.recipient, ())))
+            for d in self.store.deliveries(notice_id))
+        policy = (codec.unpack(n.policy, what="stored policy", max_bytes=1 << 20)
+                  if n.policy else None)
+        return NoticeStatus(notice_id, n.sender, n.severity, n.status, n.attestation, n.digest,
+                            recipients, policy)
 
     # ----------------------------------------------------------------- confirmations
     async def confirm(self, session: DeskSession, body: bytes) -> Accepted:
         now = self.clock.now_ms()
         c = Confirmation.decode(body)
         if c.recipient != session.desk:
-            raise RelayError(
-                403, "forbidden", f"this {c.kind} is signed as {c.recipient}, not {session.desk}"
-            )
+            raise RelayError(403, "forbidden",
+                             f"this {c.kind} is signed as {c.recipient}, not {session.desk}")
         self._limit(self._confirm_rate, session.desk, now, 1, "confirmations per minute")
         notice = self.store.get_notice(c.notice_id)
         if notice is None:
             raise RelayError(404, "not_found", f"no notice {c.notice_id.hex()}")
         if session.desk not in notice.recipients:
-            raise RelayError(
-                403, "forbidden", f"notice {c.notice_id.hex()} is not addressed to {session.desk}"
-            )
+            raise RelayError(403, "forbidden",
+                             f"notice {c.notice_id.hex()} is not addressed to {session.desk}")
         if not equal(c.digest, notice.digest):
-            raise RelayError(
-                409,
-                "digest_mismatch",
-                f"this {c.kind} is for another version of notice "
-                f"{c.notice_id.hex()} (digest differs)",
-            )
-        c.verify(
-            session.verified, notice_id=notice.notice_id, digest=notice.digest, sender=notice.sender
-        )  # type: ignore[arg-type]
+            raise RelayError(409, "digest_mismatch",
+                             f"this {c.kind} is for another version of notice "
+                             f"{c.notice_id.hex()} (digest differs)")
+        c.verify(session.verified, notice_id=notice.notice_id, digest=notice.digest,
+                 sender=notice.sender)  # type: ignore[arg-type]
         event = "delivered" if c.kind == "receipt" else "acknowledged"
-        attestation = self._attest(
-            event, notice_id=c.notice_id, digest=notice.digest, desk=session.desk, at=now
-        )
         outcome = await self.store.record_confirmation(
-            ConfirmationRecord(
-                c.kind,
-                c.notice_id,
-                session.desk,
-                notice.sender,
-                now,
-                body,
-                attestation,
-                session.verified_cert,
-            )
-        )
+            ConfirmationRecord(c.kind, c.notice_id, notice.digest, session.desk, notice.sender,
+                               body, session.verified_cert),
+            self.stamper, self.routing, self.clock.now_ms)
         if isinstance(outcome, Duplicate):
             return Accepted(outcome.attestation, True)
         self.hub.publish(notice.sender)
-        self.log.info(
-            f"notice.{event}",
-            notice_id=c.notice_id.hex(),
-            sender=notice.sender,
-            recipient=session.desk,
-            severity=notice.severity,
-            status=notice.status,
-            latency_ms=now - notice.accepted_at,
-        )
-        faults.crash_point(
-            "post_ack_commit_pre_response" if c.kind == "ack" else "post_deliver_pre_mark"
-        )
-        return Accepted(attestation, False)
+        latency = outcome.at - outcome.accepted_at
+        self.log.info(f"notice.{event}", notice_id=c.notice_id.hex(), sender=notice.sender,
+                      recipient=session.desk, severity=notice.severity, status=notice.status,
+                      latency_ms=latency, in_time=outcome.in_time)
+        counter = self.metrics.delivered if c.kind == "receipt" else self.metrics.acknowledged
+        counter.labels(notice.severity, notice.status).inc()
+        if c.kind == "ack":
+            self.metrics.time_to_ack.labels(notice.severity, notice.status).observe(
+                latency / 1000)
+        if outcome.resolved is not None:
+            self.log.info("escalation.time_to_acknowledge", notice_id=c.notice_id.hex(),
+                          recipient=session.desk, time_to_ack_ms=latency)
+            await self.escalator.announce([outcome.resolved])
+        faults.crash_point("post_ack_commit_pre_response" if c.kind == "ack"
+                           else "post_deliver_pre_mark")
+        return Accepted(outcome.attestation, False)
 
     # ----------------------------------------------------------------- streams
     def inbox(self, session: DeskSession, after: int, limit: int) -> InboxPage:
@@ -302,21 +307,26 @@ class Relay:
     def events_after(self, desk: str, after: int, limit: int = 200) -> list[Event]:
         return self.store.events_after(desk, after, limit)
 
+    # ----------------------------------------------------------------- operators
+    def overdue(self, limit: int = 1000) -> list[OverdueRow]:
+        return self.store.overdue(self.clock.now_ms(), limit)
+
+    def escalations_since(self, since: int, limit: int = 1000) -> list[EscalationRow]:
+        return self.store.escalations_since(since, limit)
+
     # ----------------------------------------------------------------- trust
-    def add_revocation(self, body: bytes) -> Revocation:
+    async def add_revocation(self, body: bytes) -> Revocation:
+        """Verify a revocation (signed by the desk's own country), keep it durably, apply it:
+        the key's sessions and streams end at once."""
         rev = Revocation.decode(body)
         try:
             self.trust.add_revocation(rev)
         except HotlineError as exc:
-            raise RelayError(
-                400,
-                "bad_signature",
-                f"the revocation of {rev.desk} is not signed by its country's authority: {exc}",
-            ) from exc
+            raise RelayError(400, "bad_signature",
+                             f"the revocation of {rev.desk} is not signed by its country's "
+                             f"authority: {exc}") from exc
+        await self.store.add_revocation(rev.desk, rev.ik_kid, rev.encode(), self.clock.now_ms())
         self._cards.pop(rev.desk, None)
         self.hub.close_desk(rev.desk, "key revoked")
         self.log.warning("desk.revoked", desk=rev.desk, key_id=rev.ik_kid.hex())
         return rev
-
-
-__all__ = ["Relay", "UntrustedKey"]

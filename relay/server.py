@@ -32,6 +32,7 @@ from relay.clock import Clock, SystemClock
 from relay.core import Relay
 from relay.hub import Hub
 from relay.store import open_store
+from relay.webhooks import WebhookSender
 
 
 def init(
@@ -99,16 +100,19 @@ async def serve(
     trust = load_trust(cfg.home, now)
     store = open_store(cfg.database_path)
     await store.open()
-    relay = Relay(
-        config=cfg, store=store, trust=trust, key=key, card=card, clock=clock, hub=Hub(), log=log
-    )
-    auth = Authenticator(
-        relay_id=card.relay_id,
-        origin=cfg.effective_origin,
-        trust=trust,
-        challenge_ttl_ms=cfg.limits.challenge_ttl_s * 1000,
-        session_ttl_ms=cfg.limits.session_ttl_s * 1000,
-    )
+    for body in store.revocations():
+        trust.add_revocation(Revocation.decode(body))
+    relay = Relay(config=cfg, store=store, trust=trust, key=key, card=card, clock=clock,
+                  hub=Hub(), log=log)
+    relay.metrics.watch_pending(lambda: store.counts(clock.now_ms()))
+    auth = Authenticator(relay_id=card.relay_id, origin=cfg.effective_origin, trust=trust,
+                         challenge_ttl_ms=cfg.limits.challenge_ttl_s * 1000,
+                         session_ttl_ms=cfg.limits.session_ttl_s * 1000,
+                         operators=cfg.operators)
+    webhooks = WebhookSender(store=store, clock=clock, webhooks=cfg.webhooks,
+                             relay_id=card.relay_id, origin=cfg.effective_origin, log=log,
+                             metrics=relay.metrics)
+    relay.escalator.on_webhooks = webhooks.poke
     app = make_app(relay, auth)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
@@ -134,11 +138,18 @@ async def serve(
     if ready is not None:
         ready.set()
     sweeper = asyncio.create_task(_sweep(auth, clock, stop))
+    escalator = asyncio.create_task(relay.escalator.run())
+    sender = asyncio.create_task(webhooks.run())
     try:
         await stop.wait()
     finally:
         log.info("relay.stopping")
         sweeper.cancel()
+        relay.escalator.stop()
+        webhooks.stop()
+        for task in (escalator, sender):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=5)
         await runner.cleanup()
         await store.close()
         log.info("relay.stopped")

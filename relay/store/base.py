@@ -7,10 +7,67 @@ that cannot be made durable raises :class:`relay.errors.StorageUnavailable`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from keys.frames import Event
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineSpec:
+    """One ladder to start when a notice is accepted (frozen policy)."""
+
+    recipient: str
+    track: str  # "ack" | "response"
+    due_at: int
+    repeat_ms: int
+    max_level: int
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationRow:
+    """An escalation or resolution as committed, with whom it must reach."""
+
+    id: int
+    kind: str  # "escalated" | "resolved"
+    notice_id: bytes
+    sender: str
+    recipient: str
+    track: str
+    severity: str
+    status: str
+    level: int
+    missed_levels: int
+    deadline: int
+    at: int
+    delivered: bool
+    final: bool
+    statement: bytes
+    #: Contact desks notified (their streams got an event).
+    contacts: tuple[str, ...] = ()
+    #: Webhooks queued in the outbox.
+    webhooks: tuple[str, ...] = ()
+
+
+class Stamper(Protocol):
+    """Signs relay statements inside a transaction, at the time the transaction runs."""
+
+    def attestation(self, event: str, *, notice_id: bytes, digest: bytes, desk: str, at: int,
+                    level: int = 0) -> bytes: ...
+
+    def escalation(self, kind: str, *, notice_id: bytes, digest: bytes, sender: str,
+                   recipient: str, severity: str, status: str, track: str, level: int,
+                   missed_levels: int, deadline: int, at: int, delivered: bool,
+                   final: bool) -> bytes: ...
+
+
+class Routing(Protocol):
+    """Who else hears of an escalation: contact desks and webhooks, by the configuration."""
+
+    def contacts(self, recipient: str, level: int, status: str) -> tuple[str, ...]: ...
+
+    def webhooks(self, level: int, status: str) -> tuple[str, ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,12 +87,17 @@ class NoticeRecord:
     attestation: bytes
     sender_cert: bytes
     policy: bytes | None = None
+    deadlines: tuple[DeadlineSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Inserted:
     #: ``(recipient desk, event seq)`` of the "notice" events written.
     events: tuple[tuple[str, int], ...]
+    #: A reply that met a response deadline: the resolution it caused, if that ladder ran.
+    resolved: tuple[EscalationRow, ...] = ()
+    #: The response deadlines this reply met: ``(original notice id, responder)``.
+    responded: tuple[tuple[bytes, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +143,10 @@ class DeliveryState:
 class ConfirmationRecord:
     kind: str  # "receipt" | "ack"
     notice_id: bytes
+    digest: bytes
     recipient: str
     sender: str
-    at: int
     confirmation: bytes
-    attestation: bytes
     signer_cert: bytes
 
 
@@ -93,6 +154,46 @@ class ConfirmationRecord:
 class Recorded:
     #: seq of the event written to the sender's stream.
     seq: int
+    #: The relay time the confirmation was recorded at, and the attestation of it.
+    at: int
+    attestation: bytes
+    accepted_at: int
+    #: The resolution of a running escalation ladder this acknowledgement ended.
+    resolved: EscalationRow | None = None
+    #: Whether the acknowledgement met a deadline that had not passed yet.
+    in_time: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """What one pass of the escalator committed, and when the next deadline falls."""
+
+    escalations: list[EscalationRow] = field(default_factory=list)
+    next_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OverdueRow:
+    notice_id: bytes
+    sender: str
+    recipient: str
+    track: str
+    severity: str
+    status: str
+    due_at: int
+    level: int
+    delivered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    id: int
+    webhook: str
+    attempts: int
+    escalation: EscalationRow
+
+
+Now = Callable[[], int]
 
 
 class Store(Protocol):
@@ -107,18 +208,60 @@ class Store(Protocol):
 
     def get_card(self, desk: str) -> bytes | None: ...
 
-    async def insert_notice(self, rec: NoticeRecord) -> Inserted | Duplicate | Conflict:
-        """Store a notice, its delivery rows and recipients' events in one durable commit."""
+    async def insert_notice(self, rec: NoticeRecord, stamper: Stamper, routing: Routing,
+                            now: Now) -> Inserted | Duplicate | Conflict:
+        """Store a notice, its delivery rows, deadlines and recipients' events in one
+        durable commit. A reply (``in_reply_to``) meets the responder's response deadline."""
 
     def get_notice(self, notice_id: bytes) -> StoredNotice | None: ...
 
     def deliveries(self, notice_id: bytes) -> list[DeliveryState]: ...
 
-    async def record_confirmation(self, rec: ConfirmationRecord) -> Recorded | Duplicate:
-        """Record a receipt or ack (first one wins) and the event for the sender."""
+    async def record_confirmation(self, rec: ConfirmationRecord, stamper: Stamper,
+                                  routing: Routing, now: Now) -> Recorded | Duplicate:
+        """Record a receipt or ack (first one wins) and the event for the sender. The time
+        is read inside the transaction, so an ack and an escalation are strictly ordered:
+        the ack met its deadline, or the escalation stands and the ack resolves it."""
 
     def events_after(self, desk: str, after: int, limit: int) -> list[Event]:
         """The desk's stream after ``after``, in seq order, at most ``limit`` events."""
 
     def pending_sent(self, desk: str) -> int:
         """How many (notice, recipient) pairs sent by ``desk`` are not yet acknowledged."""
+
+    async def claim_due(self, now: Now, limit: int, stamper: Stamper,
+                        routing: Routing) -> Claimed:
+        """Escalate every ladder whose next level is due (exactly once per level: one event
+        at the current level, counting the levels missed while the relay was down)."""
+
+    def next_deadline(self) -> int | None: ...
+
+    def unlogged_escalations(self, limit: int) -> list[EscalationRow]: ...
+
+    async def mark_logged(self, ids: list[int]) -> None: ...
+
+    def overdue(self, now: int, limit: int) -> list[OverdueRow]: ...
+
+    def escalations_since(self, since: int, limit: int) -> list[EscalationRow]: ...
+
+    def escalations_of(self, notice_id: bytes) -> list[EscalationRow]: ...
+
+    def escalations_after_id(self, after_id: int, limit: int) -> list[EscalationRow]: ...
+
+    def last_escalation_id(self) -> int: ...
+
+    async def add_revocation(self, desk: str, ik_kid: bytes, body: bytes, now: int) -> None:
+        """Keep a verified revocation durably (it must outlive restarts)."""
+
+    def revocations(self) -> list[bytes]: ...
+
+    def outbox_due(self, now: int, limit: int) -> list[OutboxItem]: ...
+
+    def outbox_next(self) -> int | None: ...
+
+    async def outbox_result(self, item_id: int, *, done_at: int | None, attempts: int,
+                            next_attempt_at: int, failed_at: int | None,
+                            error: str | None) -> None: ...
+
+    def counts(self, now: int) -> dict[str, dict[str, int]]:
+        """Gauges for metrics: pending and overdue (notice, recipient) pairs per severity."""

@@ -20,21 +20,30 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from keys.frames import Event
+from keys.receipts import EscalationStatement
 from relay import faults
 from relay.errors import StorageUnavailable
+from relay.policy import levels_due, next_escalation
 from relay.store.base import (
+    Claimed,
     ConfirmationRecord,
     Conflict,
     DeliveryState,
     Duplicate,
+    EscalationRow,
     Inserted,
     NoticeRecord,
+    Now,
+    OutboxItem,
+    OverdueRow,
     Recorded,
+    Routing,
+    Stamper,
     StoredNotice,
 )
 
 T = TypeVar("T")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Most operations one commit takes; bounds the latency a large batch adds to its first op.
 MAX_BATCH = 512
 
@@ -205,44 +214,52 @@ class SqliteStore:
         row = self._reader().execute("SELECT card FROM cards WHERE desk = ?", (desk,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    async def insert_notice(self, rec: NoticeRecord) -> Inserted | Duplicate | Conflict:
+    async def insert_notice(self, rec: NoticeRecord, stamper: Stamper, routing: Routing,
+                            now: Now) -> Inserted | Duplicate | Conflict:
         def op(conn: sqlite3.Connection) -> Inserted | Duplicate | Conflict:
-            row = conn.execute(
-                "SELECT digest, attestation FROM notices WHERE notice_id = ?", (rec.notice_id,)
-            ).fetchone()
+            row = conn.execute("SELECT digest, attestation FROM notices WHERE notice_id = ?",
+                               (rec.notice_id,)).fetchone()
             if row is not None:
                 return Duplicate(bytes(row[1])) if bytes(row[0]) == rec.digest else Conflict()
             conn.execute(
                 "INSERT INTO notices (notice_id, sender, digest, severity, status, in_reply_to,"
                 " created_at, accepted_at, envelope, attestation, sender_cert, policy)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    rec.notice_id,
-                    rec.sender,
-                    rec.digest,
-                    rec.severity,
-                    rec.status,
-                    rec.in_reply_to,
-                    rec.created_at,
-                    rec.accepted_at,
-                    rec.envelope,
-                    rec.attestation,
-                    rec.sender_cert,
-                    rec.policy,
-                ),
-            )
+                (rec.notice_id, rec.sender, rec.digest, rec.severity, rec.status,
+                 rec.in_reply_to, rec.created_at, rec.accepted_at, rec.envelope,
+                 rec.attestation, rec.sender_cert, rec.policy))
             conn.executemany(
                 "INSERT INTO deliveries (notice_id, recipient, sender) VALUES (?, ?, ?)",
-                [(rec.notice_id, r, rec.sender) for r in rec.recipients],
-            )
+                [(rec.notice_id, r, rec.sender) for r in rec.recipients])
+            conn.executemany(
+                "INSERT INTO deadlines (notice_id, recipient, track, sender, severity, status,"
+                " due_at, repeat_ms, max_level, level, next_at) VALUES"
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                [(rec.notice_id, d.recipient, d.track, rec.sender, rec.severity, rec.status,
+                  d.due_at, d.repeat_ms, d.max_level, d.due_at) for d in rec.deadlines])
             events = []
             for r in rec.recipients:
                 cur = conn.execute(
                     "INSERT INTO events (desk, kind, notice_id, created_at) VALUES (?, ?, ?, ?)",
-                    (r, "notice", rec.notice_id, rec.accepted_at),
-                )
+                    (r, "notice", rec.notice_id, rec.accepted_at))
                 events.append((r, int(cur.lastrowid or 0)))
-            return Inserted(tuple(events))
+            resolved: list[EscalationRow] = []
+            responded: list[tuple[bytes, str]] = []
+            if rec.in_reply_to is not None:
+                d = _deadline(conn, rec.in_reply_to, rec.sender, "response")
+                if d is not None and d["met_at"] is None and d["sender"] in rec.recipients:
+                    at = rec.accepted_at
+                    if d["next_at"] is not None and d["next_at"] <= at:
+                        _escalate(conn, d, at, stamper, routing)
+                        d = _deadline(conn, rec.in_reply_to, rec.sender, "response")
+                        assert d is not None
+                    conn.execute("UPDATE deadlines SET met_at = ?, next_at = NULL WHERE"
+                                 " notice_id = ? AND recipient = ? AND track = 'response'",
+                                 (at, rec.in_reply_to, rec.sender))
+                    responded.append((rec.in_reply_to, rec.sender))
+                    if d["level"] > 0:
+                        resolved.append(_resolve(conn, d, at, stamper, routing))
+            return Inserted(tuple(events), tuple(resolved), tuple(responded))
 
         return await self._run(op)
 
@@ -292,109 +309,198 @@ class SqliteStore:
             for r in rows
         ]
 
-    async def record_confirmation(self, rec: ConfirmationRecord) -> Recorded | Duplicate:
+    async def record_confirmation(self, rec: ConfirmationRecord, stamper: Stamper,
+                                  routing: Routing, now: Now) -> Recorded | Duplicate:
         col = "delivered_at" if rec.kind == "receipt" else "acked_at"
         blob_col = "receipt" if rec.kind == "receipt" else "ack"
+        event = "delivered" if rec.kind == "receipt" else "acknowledged"
 
         def op(conn: sqlite3.Connection) -> Recorded | Duplicate:
             row = conn.execute(
                 f"SELECT {col}, {blob_col}_attestation, delivered_at FROM deliveries"  # noqa: S608 - fixed column names
                 " WHERE notice_id = ? AND recipient = ?",
-                (rec.notice_id, rec.recipient),
-            ).fetchone()
+                (rec.notice_id, rec.recipient)).fetchone()
             if row is None:
                 raise LookupError("no such delivery")
             if row[0] is not None:
                 return Duplicate(bytes(row[1]))
+            at = now()
+            attestation = stamper.attestation(event, notice_id=rec.notice_id,
+                                              digest=rec.digest, desk=rec.recipient, at=at)
             conn.execute(
                 f"UPDATE deliveries SET {col} = ?, {blob_col} = ?, {blob_col}_attestation = ?,"  # noqa: S608 - fixed column names
                 " signer_cert = ? WHERE notice_id = ? AND recipient = ?",
-                (
-                    rec.at,
-                    rec.confirmation,
-                    rec.attestation,
-                    rec.signer_cert,
-                    rec.notice_id,
-                    rec.recipient,
-                ),
-            )
-            if rec.kind == "ack" and row[2] is None:
-                # An acknowledgement proves delivery too.
-                conn.execute(
-                    "UPDATE deliveries SET delivered_at = ? WHERE notice_id = ? AND recipient = ?",
-                    (rec.at, rec.notice_id, rec.recipient),
-                )
+                (at, rec.confirmation, attestation, rec.signer_cert, rec.notice_id,
+                 rec.recipient))
+            resolved = None
+            in_time = True
+            if rec.kind == "ack":
+                if row[2] is None:
+                    # An acknowledgement proves delivery too.
+                    conn.execute("UPDATE deliveries SET delivered_at = ? WHERE notice_id = ?"
+                                 " AND recipient = ?", (at, rec.notice_id, rec.recipient))
+                d = _deadline(conn, rec.notice_id, rec.recipient, "ack")
+                if d is not None and d["met_at"] is None:
+                    in_time = at < d["due_at"]
+                    if d["next_at"] is not None and d["next_at"] <= at:
+                        # The deadline passed before this ack: the escalation stands.
+                        _escalate(conn, d, at, stamper, routing)
+                        d = _deadline(conn, rec.notice_id, rec.recipient, "ack")
+                        assert d is not None
+                    conn.execute("UPDATE deadlines SET met_at = ?, next_at = NULL WHERE"
+                                 " notice_id = ? AND recipient = ? AND track = 'ack'",
+                                 (at, rec.notice_id, rec.recipient))
+                    if d["level"] > 0:
+                        resolved = _resolve(conn, d, at, stamper, routing)
             cur = conn.execute(
                 "INSERT INTO events (desk, kind, notice_id, recipient, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (rec.sender, rec.kind, rec.notice_id, rec.recipient, rec.at),
-            )
-            return Recorded(int(cur.lastrowid or 0))
+                (rec.sender, rec.kind, rec.notice_id, rec.recipient, at))
+            accepted_at = conn.execute("SELECT accepted_at FROM notices WHERE notice_id = ?",
+                                       (rec.notice_id,)).fetchone()[0]
+            return Recorded(int(cur.lastrowid or 0), at, attestation, accepted_at, resolved,
+                            in_time)
 
         return await self._run(op)
 
+    async def claim_due(self, now: Now, limit: int, stamper: Stamper,
+                        routing: Routing) -> Claimed:
+        def op(conn: sqlite3.Connection) -> Claimed:
+            at = now()
+            rows = conn.execute(
+                f"SELECT {_DEADLINE_COLS} FROM deadlines WHERE next_at IS NOT NULL"  # noqa: S608 - fixed column list
+                " AND next_at <= ? ORDER BY next_at LIMIT ?", (at, limit)).fetchall()
+            out = []
+            for r in rows:
+                esc = _escalate(conn, _deadline_dict(r), at, stamper, routing)
+                if esc is not None:
+                    out.append(esc)
+            return Claimed(out, _next_deadline(conn))
+
+        return await self._run(op)
+
+    def next_deadline(self) -> int | None:
+        return _next_deadline(self._reader())
+
+    def unlogged_escalations(self, limit: int) -> list[EscalationRow]:
+        rows = self._reader().execute(
+            "SELECT id, statement FROM escalations WHERE logged = 0 ORDER BY id LIMIT ?",
+            (limit,)).fetchall()
+        return [_from_statement(r[0], bytes(r[1])) for r in rows]
+
+    async def mark_logged(self, ids: list[int]) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany("UPDATE escalations SET logged = 1 WHERE id = ?",
+                             [(i,) for i in ids])
+
+        await self._run(op)
+
+    def overdue(self, now: int, limit: int) -> list[OverdueRow]:
+        rows = self._reader().execute(
+            "SELECT d.notice_id, d.sender, d.recipient, d.track, d.severity, d.status, d.due_at,"
+            " d.level, v.delivered_at IS NOT NULL FROM deadlines d JOIN deliveries v"
+            " ON v.notice_id = d.notice_id AND v.recipient = d.recipient"
+            " WHERE d.met_at IS NULL AND d.due_at <= ? ORDER BY d.due_at LIMIT ?",
+            (now, limit)).fetchall()
+        return [OverdueRow(bytes(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
+                for r in rows]
+
+    def escalations_since(self, since: int, limit: int) -> list[EscalationRow]:
+        rows = self._reader().execute(
+            "SELECT id, statement FROM escalations WHERE at >= ? ORDER BY id LIMIT ?",
+            (since, limit)).fetchall()
+        return [_from_statement(r[0], bytes(r[1])) for r in rows]
+
+    def escalations_after_id(self, after_id: int, limit: int) -> list[EscalationRow]:
+        rows = self._reader().execute(
+            "SELECT id, statement FROM escalations WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit)).fetchall()
+        return [_from_statement(r[0], bytes(r[1])) for r in rows]
+
+    async def add_revocation(self, desk: str, ik_kid: bytes, body: bytes, now: int) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO revocations (desk, ik_kid, body, added_at)"
+                         " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                         (desk, ik_kid, body, now))
+
+        await self._run(op)
+
+    def revocations(self) -> list[bytes]:
+        return [bytes(r[0]) for r in self._reader().execute(
+            "SELECT body FROM revocations ORDER BY added_at")]
+
+    def last_escalation_id(self) -> int:
+        row = self._reader().execute("SELECT max(id) FROM escalations").fetchone()
+        return int(row[0] or 0)
+
+    def escalations_of(self, notice_id: bytes) -> list[EscalationRow]:
+        rows = self._reader().execute(
+            "SELECT id, statement FROM escalations WHERE notice_id = ? ORDER BY id",
+            (notice_id,)).fetchall()
+        return [_from_statement(r[0], bytes(r[1])) for r in rows]
+
+    def outbox_due(self, now: int, limit: int) -> list[OutboxItem]:
+        rows = self._reader().execute(
+            "SELECT o.id, o.webhook, o.attempts, x.id, x.statement FROM outbox o"
+            " JOIN escalations x ON x.id = o.escalation_id WHERE o.done_at IS NULL"
+            " AND o.failed_at IS NULL AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at"
+            " LIMIT ?", (now, limit)).fetchall()
+        return [OutboxItem(r[0], r[1], r[2], _from_statement(r[3], bytes(r[4]))) for r in rows]
+
+    def outbox_next(self) -> int | None:
+        row = self._reader().execute(
+            "SELECT min(next_attempt_at) FROM outbox WHERE done_at IS NULL"
+            " AND failed_at IS NULL").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    async def outbox_result(self, item_id: int, *, done_at: int | None, attempts: int,
+                            next_attempt_at: int, failed_at: int | None,
+                            error: str | None) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE outbox SET done_at = ?, attempts = ?, next_attempt_at = ?,"
+                         " failed_at = ?, last_error = ? WHERE id = ?",
+                         (done_at, attempts, next_attempt_at, failed_at,
+                          None if error is None else error[:300], item_id))
+
+        await self._run(op)
+
+    def counts(self, now: int) -> dict[str, dict[str, int]]:
+        rows = self._reader().execute(
+            "SELECT severity, count(*), sum(due_at <= ?) FROM deadlines"
+            " WHERE track = 'ack' AND met_at IS NULL GROUP BY severity", (now,)).fetchall()
+        return {"pending": {r[0]: int(r[1]) for r in rows},
+                "overdue": {r[0]: int(r[2] or 0) for r in rows}}
+
     def events_after(self, desk: str, after: int, limit: int) -> list[Event]:
-        rows = (
-            self._reader()
-            .execute(
-                "SELECT e.seq, e.kind, e.notice_id, e.recipient, n.envelope, n.attestation,"
-                " n.sender_cert, d.receipt, d.receipt_attestation, d.ack, d.ack_attestation,"
-                " d.signer_cert"
-                " FROM events e JOIN notices n ON n.notice_id = e.notice_id"
-                " LEFT JOIN deliveries d ON d.notice_id = e.notice_id AND d.recipient = e.recipient"
-                " WHERE e.desk = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
-                (desk, after, limit),
-            )
-            .fetchall()
-        )
+        rows = self._reader().execute(
+            "SELECT e.seq, e.kind, e.notice_id, n.envelope, n.attestation, n.sender_cert,"
+            " d.receipt, d.receipt_attestation, d.ack, d.ack_attestation, d.signer_cert,"
+            " x.statement, x.recipient"
+            " FROM events e JOIN notices n ON n.notice_id = e.notice_id"
+            " LEFT JOIN deliveries d ON d.notice_id = e.notice_id AND d.recipient = e.recipient"
+            " LEFT JOIN escalations x ON x.id = e.escalation_id"
+            " WHERE e.desk = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
+            (desk, after, limit)).fetchall()
         out = []
-        for (
-            seq,
-            kind,
-            nid,
-            _recipient,
-            env,
-            att,
-            scert,
-            rcpt,
-            rcpt_att,
-            ack,
-            ack_att,
-            rcert,
-        ) in rows:
+        for (seq, kind, nid, env, att, scert, rcpt, rcpt_att, ack, ack_att, rcert,
+             statement, esc_recipient) in rows:
+            nid = bytes(nid)
             if kind == "notice":
-                out.append(
-                    Event(
-                        seq,
-                        kind,
-                        bytes(nid),
-                        envelope=bytes(env),
-                        attestation=bytes(att),
-                        signer_cert=bytes(scert),
-                    )
-                )
+                out.append(Event(seq, kind, nid, envelope=bytes(env), attestation=bytes(att),
+                                 signer_cert=bytes(scert)))
             elif kind == "receipt":
-                out.append(
-                    Event(
-                        seq,
-                        kind,
-                        bytes(nid),
-                        confirmation=_b(rcpt),
-                        attestation=_b(rcpt_att),
-                        signer_cert=_b(rcert),
-                    )
-                )
+                out.append(Event(seq, kind, nid, confirmation=_b(rcpt),
+                                 attestation=_b(rcpt_att), signer_cert=_b(rcert)))
             elif kind == "ack":
-                out.append(
-                    Event(
-                        seq,
-                        kind,
-                        bytes(nid),
-                        confirmation=_b(ack),
-                        attestation=_b(ack_att),
-                        signer_cert=_b(rcert),
-                    )
-                )
+                out.append(Event(seq, kind, nid, confirmation=_b(ack),
+                                 attestation=_b(ack_att), signer_cert=_b(rcert)))
+            elif kind in ("escalation", "resolved"):
+                # The recipient gets the notice again with its escalation (a re-push);
+                # the sender and contacts get the relay's statement only (metadata).
+                again = desk == esc_recipient and kind == "escalation"
+                out.append(Event(seq, kind, nid, attestation=_b(statement),
+                                 envelope=bytes(env) if again else None,
+                                 signer_cert=bytes(scert) if again else None))
         return out
 
     def pending_sent(self, desk: str) -> int:
@@ -410,6 +516,117 @@ class SqliteStore:
     def integrity_check(self) -> str:
         row = self._reader().execute("PRAGMA integrity_check").fetchone()
         return str(row[0])
+
+
+_DEADLINE_COLS = ("notice_id, recipient, track, sender, severity, status, due_at, repeat_ms,"
+                  " max_level, level, next_at, met_at")
+
+
+def _deadline_dict(row: Any) -> dict[str, Any]:
+    keys = [k.strip() for k in _DEADLINE_COLS.split(",")]
+    d = dict(zip(keys, row, strict=True))
+    d["notice_id"] = bytes(d["notice_id"])
+    return d
+
+
+def _deadline(conn: sqlite3.Connection, notice_id: bytes, recipient: str,
+              track: str) -> dict[str, Any] | None:
+    row = conn.execute(f"SELECT {_DEADLINE_COLS} FROM deadlines WHERE notice_id = ?"  # noqa: S608 - fixed column list
+                       " AND recipient = ? AND track = ?",
+                       (notice_id, recipient, track)).fetchone()
+    return None if row is None else _deadline_dict(row)
+
+
+def _next_deadline(conn: sqlite3.Connection) -> int | None:
+    row = conn.execute("SELECT min(next_at) FROM deadlines WHERE next_at IS NOT NULL").fetchone()
+    return None if row[0] is None else int(row[0])
+
+
+def _fan_out(conn: sqlite3.Connection, d: dict[str, Any], esc_id: int, kind: str, at: int,
+             level: int, routing: Routing) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Events for the sender, the recipient and contacts; webhook calls into the outbox."""
+    contacts = tuple(c for c in routing.contacts(d["recipient"], level, d["status"])
+                     if c not in (d["sender"], d["recipient"]))
+    event_kind = "escalation" if kind == "escalated" else "resolved"
+    conn.executemany(
+        "INSERT INTO events (desk, kind, notice_id, recipient, created_at, escalation_id)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(desk, event_kind, d["notice_id"], d["recipient"], at, esc_id)
+         for desk in (d["sender"], d["recipient"], *contacts)])
+    hooks = routing.webhooks(level, d["status"])
+    conn.executemany("INSERT INTO outbox (escalation_id, webhook, next_attempt_at)"
+                     " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                     [(esc_id, h, at) for h in hooks])
+    return contacts, hooks
+
+
+def _context(conn: sqlite3.Connection, d: dict[str, Any]) -> tuple[bytes, bool]:
+    row = conn.execute(
+        "SELECT n.digest, v.delivered_at FROM notices n JOIN deliveries v ON"
+        " v.notice_id = n.notice_id WHERE n.notice_id = ? AND v.recipient = ?",
+        (d["notice_id"], d["recipient"])).fetchone()
+    return bytes(row[0]), row[1] is not None
+
+
+def _escalate(conn: sqlite3.Connection, d: dict[str, Any], at: int, stamper: Stamper,
+              routing: Routing) -> EscalationRow | None:
+    """Move one ladder to the level due at ``at``; write its escalation exactly once."""
+    level = levels_due(d["due_at"], d["repeat_ms"], d["max_level"], at)
+    if level <= d["level"]:
+        conn.execute("UPDATE deadlines SET next_at = ? WHERE notice_id = ? AND recipient = ?"
+                     " AND track = ?", (next_escalation(d["due_at"], d["repeat_ms"],
+                                                        d["max_level"], d["level"]),
+                                        d["notice_id"], d["recipient"], d["track"]))
+        return None
+    digest, delivered = _context(conn, d)
+    missed = level - d["level"] - 1
+    final = level >= d["max_level"]
+    statement = stamper.escalation(
+        "escalated", notice_id=d["notice_id"], digest=digest, sender=d["sender"],
+        recipient=d["recipient"], severity=d["severity"], status=d["status"],
+        track=d["track"], level=level, missed_levels=missed, deadline=d["due_at"], at=at,
+        delivered=delivered, final=final)
+    cur = conn.execute(
+        "INSERT INTO escalations (notice_id, recipient, track, level, kind, at, statement)"
+        " VALUES (?, ?, ?, ?, 'escalated', ?, ?) ON CONFLICT DO NOTHING",
+        (d["notice_id"], d["recipient"], d["track"], level, at, statement))
+    conn.execute("UPDATE deadlines SET level = ?, next_at = ? WHERE notice_id = ?"
+                 " AND recipient = ? AND track = ?",
+                 (level, next_escalation(d["due_at"], d["repeat_ms"], d["max_level"], level),
+                  d["notice_id"], d["recipient"], d["track"]))
+    if cur.rowcount == 0:
+        return None  # this level was written before: exactly once
+    esc_id = int(cur.lastrowid or 0)
+    contacts, hooks = _fan_out(conn, d, esc_id, "escalated", at, level, routing)
+    return EscalationRow(esc_id, "escalated", d["notice_id"], d["sender"], d["recipient"],
+                         d["track"], d["severity"], d["status"], level, missed, d["due_at"], at,
+                         delivered, final, statement, contacts, hooks)
+
+
+def _resolve(conn: sqlite3.Connection, d: dict[str, Any], at: int, stamper: Stamper,
+             routing: Routing) -> EscalationRow:
+    digest, delivered = _context(conn, d)
+    statement = stamper.escalation(
+        "resolved", notice_id=d["notice_id"], digest=digest, sender=d["sender"],
+        recipient=d["recipient"], severity=d["severity"], status=d["status"],
+        track=d["track"], level=d["level"], missed_levels=0, deadline=d["due_at"], at=at,
+        delivered=delivered, final=True)
+    cur = conn.execute(
+        "INSERT INTO escalations (notice_id, recipient, track, level, kind, at, statement)"
+        " VALUES (?, ?, ?, ?, 'resolved', ?, ?)",
+        (d["notice_id"], d["recipient"], d["track"], d["level"], at, statement))
+    esc_id = int(cur.lastrowid or 0)
+    contacts, hooks = _fan_out(conn, d, esc_id, "resolved", at, d["level"], routing)
+    return EscalationRow(esc_id, "resolved", d["notice_id"], d["sender"], d["recipient"],
+                         d["track"], d["severity"], d["status"], d["level"], 0, d["due_at"], at,
+                         delivered, True, statement, contacts, hooks)
+
+
+def _from_statement(esc_id: int, statement: bytes) -> EscalationRow:
+    st = EscalationStatement.decode(statement)
+    return EscalationRow(esc_id, st.kind, st.notice_id, st.sender, st.recipient, st.track,
+                         st.severity, st.status, st.level, st.missed_levels, st.deadline, st.at,
+                         st.delivered, st.final, statement)
 
 
 def _b(value: Any) -> bytes | None:

@@ -1,0 +1,189 @@
+"""The deadline scheduler: the only part of the relay that sleeps.
+
+Each pass claims every ladder whose next level is due, in one transaction (exactly once
+per level, by the database's UNIQUE key), then tells everyone: structured log, the
+escalation log file (append-only, fsynced), desk streams, webhooks, metrics. It sleeps
+until the next deadline, or until a new notice brings an earlier one. After a restart
+the first pass catches up every ladder that fell due meanwhile: one escalation at the
+current level, saying how many levels were missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from relay import faults
+from relay.clock import Clock
+from relay.hub import Hub
+from relay.metrics import Metrics
+from relay.store.base import EscalationRow, Routing, Stamper, Store
+
+BATCH = 500
+#: The hub key operators' live views subscribe to.
+OPERATORS = "*operators*"
+#: A deadline this far past without its escalation means the scheduler is behind: alert.
+AUDIT_MARGIN_MS = 60_000
+#: Sleep at most this long between passes (a heartbeat for the self-audit).
+MAX_SLEEP_S = 30.0
+_LOG_TAIL_BYTES = 256 * 1024
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def log_record(row: EscalationRow, relay_id: str) -> dict[str, Any]:
+    """The escalation as one JSON object: the structured log and the escalation log file."""
+    return {
+        "event": "notice.escalated" if row.kind == "escalated" else "escalation.resolved",
+        "escalation_id": row.id, "relay": relay_id, "notice_id": row.notice_id.hex(),
+        "sender": row.sender, "recipient": row.recipient, "severity": row.severity,
+        "status": row.status, "exercise": row.status != "actual", "track": row.track,
+        "level": row.level, "missed_levels": row.missed_levels,
+        "deadline": iso(row.deadline), "at": iso(row.at), "overdue_ms": row.at - row.deadline,
+        "delivered": row.delivered, "final": row.final,
+        "contacts": list(row.contacts), "webhooks": list(row.webhooks),
+    }
+
+
+class EscalationLog:
+    """The operators' escalation file: JSON lines, append-only, fsynced, one line per
+    escalation id (after a crash, lines already written are not written again)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def written_ids(self) -> set[int]:
+        if not self.path.exists():
+            return set()
+        with open(self.path, "rb") as fh:
+            fh.seek(max(0, self.path.stat().st_size - _LOG_TAIL_BYTES))
+            tail = fh.read().splitlines()
+        ids = set()
+        for line in tail:
+            with contextlib.suppress(ValueError, AttributeError):
+                ids.add(int(json.loads(line)["escalation_id"]))
+        return ids
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class Escalator:
+    def __init__(self, *, store: Store, clock: Clock, stamper: Stamper, routing: Routing,
+                 hub: Hub, log: Any, metrics: Metrics, relay_id: str, log_path: Path,
+                 on_webhooks: Callable[[], None] = lambda: None,
+                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.stamper = stamper
+        self.routing = routing
+        self.hub = hub
+        self.log = log
+        self.metrics = metrics
+        self.relay_id = relay_id
+        self.file = EscalationLog(log_path)
+        self.on_webhooks = on_webhooks
+        self._wake = asyncio.Event()
+        self._next_at: int | None = None
+        self._stop = asyncio.Event()
+
+    # ------------------------------------------------------------------ driving
+    def poke(self, due_at: int) -> None:
+        """A new deadline exists; wake early if it is sooner than the one we sleep for."""
+        if self._next_at is None or due_at < self._next_at:
+            self._next_at = due_at
+            self._wake.set()
+
+    async def tick(self) -> list[EscalationRow]:
+        """One pass: escalate everything due now. Tests drive time with this."""
+        done: list[EscalationRow] = []
+        while True:
+            claimed = await self.store.claim_due(self.clock.now_ms, BATCH, self.stamper,
+                                                 self.routing)
+            faults.crash_point("post_escalation_commit_pre_notify")
+            await self.announce(claimed.escalations)
+            done.extend(claimed.escalations)
+            self._next_at = claimed.next_at
+            if len(claimed.escalations) < BATCH:
+                break
+        now = self.clock.now_ms()
+        self.metrics.scheduler_heartbeat.set(now / 1000)
+        late = 0 if self._next_at is None or self._next_at > now - AUDIT_MARGIN_MS else 1
+        self.metrics.scheduler_late.set(late)
+        if late:
+            self.log.warning("scheduler.late", next_due=iso(self._next_at or now))
+        return done
+
+    async def run(self) -> None:
+        await self.flush_log()
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                await self.tick()
+            except Exception:  # keep escalating whatever one pass hit; it is logged
+                self.log.exception("scheduler.pass_failed")
+                await asyncio.sleep(1)
+                continue
+            now = self.clock.now_ms()
+            delay = MAX_SLEEP_S if self._next_at is None else max(
+                0.0, min(MAX_SLEEP_S, (self._next_at - now) / 1000))
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    # ------------------------------------------------------------------ telling people
+    async def announce(self, rows: list[EscalationRow]) -> None:
+        """Log, count and push escalations and resolutions that were just committed."""
+        if not rows:
+            return
+        desks: set[str] = set()
+        for row in rows:
+            record = log_record(row, self.relay_id)
+            event = record.pop("event")
+            if row.kind == "escalated":
+                self.log.warning(event, **record)
+                self.metrics.escalations.labels(row.severity, str(row.level), row.track,
+                                                row.status).inc()
+                if row.missed_levels == 0:
+                    scheduled = row.deadline  # level 1 at the deadline; later levels repeat
+                    self.metrics.lateness.observe(max(0, row.at - scheduled) / 1000)
+            else:
+                self.log.info(event, **record)
+                self.metrics.resolved.labels(row.severity, row.track, row.status).inc()
+            desks.update((row.sender, row.recipient, *row.contacts))
+        for desk in desks:
+            self.hub.publish(desk)
+        self.hub.publish(OPERATORS)
+        if any(row.webhooks for row in rows):
+            self.on_webhooks()
+        await self.flush_log()
+
+    async def flush_log(self) -> None:
+        """Append every escalation not yet in the escalation log file, then mark them."""
+        rows = self.store.unlogged_escalations(10_000)
+        if not rows:
+            return
+        already = await asyncio.to_thread(self.file.written_ids)
+        fresh = [r for r in rows if r.id not in already]
+        if fresh:
+            await asyncio.to_thread(self.file.append,
+                                    [log_record(r, self.relay_id) for r in fresh])
+        await self.store.mark_logged([r.id for r in rows])

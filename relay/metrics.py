@@ -1,0 +1,68 @@
+"""Prometheus metrics of one relay (its own registry, exposed at /metrics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from keys.ids import SEVERITIES
+
+ACK_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400,
+               259200)
+LATENESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class _Pending(Collector):
+    def __init__(self, counts: Callable[[], dict[str, dict[str, int]]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        counts = self._counts()
+        for name, help_text in (("pending", "(notice, recipient) pairs awaiting acknowledgement"),
+                                ("overdue", "of those, past their acknowledgement deadline")):
+            family = GaugeMetricFamily(f"hotline_{name}", help_text, labels=["severity"])
+            for severity in SEVERITIES:
+                family.add_metric([severity], counts.get(name, {}).get(severity, 0))
+            yield family
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.accepted = Counter("hotline_notices_accepted", "notices accepted",
+                                ["severity", "status"], registry=r)
+        self.delivered = Counter("hotline_notices_delivered", "delivery receipts recorded",
+                                 ["severity", "status"], registry=r)
+        self.acknowledged = Counter("hotline_notices_acknowledged", "acknowledgements recorded",
+                                    ["severity", "status"], registry=r)
+        self.escalations = Counter("hotline_escalations", "escalations, per level",
+                                   ["severity", "level", "track", "status"], registry=r)
+        self.resolved = Counter("hotline_escalations_resolved",
+                                "escalation ladders ended by a late ack or reply",
+                                ["severity", "track", "status"], registry=r)
+        self.webhook_calls = Counter("hotline_webhook_deliveries", "webhook calls that succeeded",
+                                     ["webhook"], registry=r)
+        self.webhook_failures = Counter("hotline_webhook_failures",
+                                        "webhook calls that failed (each attempt)",
+                                        ["webhook"], registry=r)
+        self.rejected = Counter("hotline_requests_rejected", "requests refused, by error code",
+                                ["code"], registry=r)
+        self.time_to_ack = Histogram("hotline_time_to_acknowledge_seconds",
+                                     "from acceptance to acknowledgement",
+                                     ["severity", "status"], buckets=ACK_BUCKETS, registry=r)
+        self.lateness = Histogram("hotline_escalation_lateness_seconds",
+                                  "how long after its scheduled time an escalation fired",
+                                  buckets=LATENESS_BUCKETS, registry=r)
+        self.streams = Gauge("hotline_open_streams", "open desk WebSocket streams", registry=r)
+        self.scheduler_heartbeat = Gauge("hotline_scheduler_last_pass_timestamp_seconds",
+                                         "when the escalator last completed a pass", registry=r)
+        self.scheduler_late = Gauge("hotline_scheduler_late_deadlines",
+                                    "deadlines due more than the audit margin ago and not "
+                                    "escalated: the scheduler is behind", registry=r)
+
+    def watch_pending(self, counts: Callable[[], dict[str, dict[str, int]]]) -> None:
+        self.registry.register(_Pending(counts))

@@ -1,0 +1,118 @@
+"""What operators see: overdue notices, escalations (history and live), metrics.
+
+Metadata only (S7): ids, desks, severities, times and levels; no route here reads a
+notice's envelope. Operators authenticate with a key the relay's configuration grants.
+JSON, since these views are for people and monitoring tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from keys.frames import Challenge, OperatorChallengeRequest, OperatorSessionRequest, Session
+from relay.app_keys import AUTH, RELAY
+from relay.errors import RelayError
+from relay.escalator import OPERATORS, iso, log_record
+from relay.store.base import OverdueRow
+
+
+def _operator(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token_hex = header.partition(" ")
+    if scheme != "Hotline" or not re.fullmatch(r"[0-9a-f]{64}", token_hex):
+        raise RelayError(401, "unauthorized", "send 'Authorization: Hotline <operator token>'")
+    relay = request.app[RELAY]
+    return request.app[AUTH].operator_session(bytes.fromhex(token_hex),
+                                              relay.clock.now_ms()).operator
+
+
+def overdue_record(row: OverdueRow, now: int) -> dict[str, Any]:
+    return {"notice_id": row.notice_id.hex(), "sender": row.sender, "recipient": row.recipient,
+            "track": row.track, "severity": row.severity, "status": row.status,
+            "exercise": row.status != "actual", "deadline": iso(row.due_at),
+            "overdue_ms": now - row.due_at, "level": row.level, "delivered": row.delivered}
+
+
+async def operator_challenge(request: web.Request, body: bytes) -> web.Response:
+    relay = request.app[RELAY]
+    req = OperatorChallengeRequest.decode(body)
+    ch: Challenge = request.app[AUTH].challenge(f"operator:{req.operator}", relay.clock.now_ms())
+    return web.Response(body=ch.encode(), content_type="application/msgpack")
+
+
+async def operator_login(request: web.Request, body: bytes) -> web.Response:
+    relay = request.app[RELAY]
+    req = OperatorSessionRequest.decode(body)
+    token, session = request.app[AUTH].operator_login(req, relay.clock.now_ms())
+    relay.log.info("auth.operator_login", operator=session.operator)
+    return web.Response(body=Session(token, session.expires_at, relay.card.encode()).encode(),
+                        content_type="application/msgpack")
+
+
+async def overdue(request: web.Request) -> web.Response:
+    _operator(request)
+    relay = request.app[RELAY]
+    now = relay.clock.now_ms()
+    rows = relay.overdue(limit=_limit(request))
+    return web.json_response({"now": iso(now), "overdue": [overdue_record(r, now) for r in rows]})
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "1000")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise RelayError(400, "bad_value", "limit must be 1 to 10000")
+    return int(raw)
+
+
+async def escalations(request: web.Request) -> web.Response:
+    _operator(request)
+    relay = request.app[RELAY]
+    since = request.query.get("since", "0")
+    if not re.fullmatch(r"\d{1,18}", since):
+        raise RelayError(400, "bad_value", "since is a time in UTC milliseconds")
+    rows = relay.escalations_since(int(since), _limit(request))
+    return web.json_response({"escalations": [log_record(r, relay.config.relay_id)
+                                              for r in rows]})
+
+
+async def watch(request: web.Request) -> web.StreamResponse:
+    """Live escalations and resolutions, one JSON text message each."""
+    _operator(request)
+    relay = request.app[RELAY]
+    ws = web.WebSocketResponse(heartbeat=relay.config.limits.heartbeat_s, compress=False,
+                               max_msg_size=4096)
+    await ws.prepare(request)
+    cursor = relay.store.last_escalation_id()
+    with relay.hub.subscribe(OPERATORS) as sub:
+        reader = asyncio.create_task(_drain(ws))
+        try:
+            while not ws.closed and not reader.done():
+                sub.wake.clear()
+                for row in relay.store.escalations_after_id(cursor, 500):
+                    await ws.send_json(log_record(row, relay.config.relay_id))
+                    cursor = row.id
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sub.wake.wait(), timeout=30)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+    return ws
+
+
+async def _drain(ws: web.WebSocketResponse) -> None:
+    async for _msg in ws:
+        pass  # operators only listen; anything they send is ignored
+
+
+async def metrics(request: web.Request) -> web.Response:
+    relay = request.app[RELAY]
+    relay.metrics.streams.set(relay.hub.total())
+    body = generate_latest(relay.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
