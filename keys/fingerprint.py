@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from keys.primitives import blake2b
 
-KINDS = ("authority", "desk", "relay")
+KINDS = ("authority", "desk", "relay", "operator")
 GROUPS = 6
 
 

@@ -38,7 +38,7 @@ from keys.ids import DeskId, check_desk
 from keys.primitives import Random, aead_decrypt, aead_encrypt, system_random
 from keys.secrets import DeskSecrets, EncryptionKeyPair
 
-KINDS = ("desk", "authority", "relay")
+KINDS = ("desk", "authority", "relay", "operator")
 MAX_KEY_FILE_BYTES = 64 * 1024
 #: The most a stored parameter set may ask for: SENSITIVE (1 GiB) with headroom on time.
 MAX_OPSLIMIT = 16

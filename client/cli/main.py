@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from client.cli import authority_cmd, desk_cmd, keys_cmd, relay_cmd
+from client.cli import authority_cmd, desk_cmd, keys_cmd, ops_cmd, relay_cmd
 from keys.errors import HotlineError, UsageError
 
 
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cmd.register(groups)
     authority_cmd.register(groups)
     relay_cmd.register(groups)
+    ops_cmd.register(groups)
     demo = groups.add_parser("demo", help="run a whole federation on this machine and show it")
     demo.set_defaults(run=_run_demo)
     return parser

@@ -258,7 +258,7 @@ class SqliteStore:
                                  (at, rec.in_reply_to, rec.sender))
                     responded.append((rec.in_reply_to, rec.sender))
                     if d["level"] > 0:
-                        resolved.append(_resolve(conn, d, at, stamper, routing))
+                        resolved.append(_resolve_ladder(conn, d, at, stamper, routing))
             return Inserted(tuple(events), tuple(resolved), tuple(responded))
 
         return await self._run(op)
@@ -351,7 +351,7 @@ class SqliteStore:
                                  " notice_id = ? AND recipient = ? AND track = 'ack'",
                                  (at, rec.notice_id, rec.recipient))
                     if d["level"] > 0:
-                        resolved = _resolve(conn, d, at, stamper, routing)
+                        resolved = _resolve_ladder(conn, d, at, stamper, routing)
             cur = conn.execute(
                 "INSERT INTO events (desk, kind, notice_id, recipient, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -603,7 +603,7 @@ def _escalate(conn: sqlite3.Connection, d: dict[str, Any], at: int, stamper: Sta
                          delivered, final, statement, contacts, hooks)
 
 
-def _resolve(conn: sqlite3.Connection, d: dict[str, Any], at: int, stamper: Stamper,
+def _resolve_ladder(conn: sqlite3.Connection, d: dict[str, Any], at: int, stamper: Stamper,
              routing: Routing) -> EscalationRow:
     digest, delivered = _context(conn, d)
     statement = stamper.escalation(
