@@ -83,6 +83,12 @@ class RelayConfig:
     #: Database: a path (SQLite) or a postgresql:// URL. Default: relay.db in the home.
     database: str = ""
     log_level: str = "info"
+    #: FULL always, except in the fault harness's negative control (OFF/NORMAL), which
+    #: must show that weakened durability loses notices, or the harness is blind.
+    test_only_sqlite_synchronous: str = "FULL"
+    #: Never in production: answer "accepted" before the notice is committed, so that a
+    #: crash loses it. The fault harness's negative control for process crashes.
+    test_only_answer_before_commit: bool = False
     #: Append-only JSON-lines file of escalations for operators (relative to the home).
     escalation_log: str = "escalations.jsonl"
     limits: Limits = field(default_factory=Limits)
@@ -197,6 +203,8 @@ def load(
         raise UsageError(f"relay.listen {config.listen!r} must be HOST:PORT (port 0: any free)")
     if not _ID_RE.fullmatch(config.relay_id):
         raise UsageError(f"relay.id {config.relay_id!r} must be 1-100 of A-Z a-z 0-9 . _ -")
+    if config.test_only_sqlite_synchronous not in ("FULL", "EXTRA", "NORMAL", "OFF"):
+        raise UsageError("relay.test_only_sqlite_synchronous must be FULL, EXTRA, NORMAL or OFF")
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise UsageError("relay.log_level must be debug, info, warning or error")
     if limits.max_notice_bytes < 4096:

@@ -7,6 +7,7 @@ verification is made first (sizes, shapes, sender, rate limits).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +115,7 @@ class Relay:
         self._byte_rate = Buckets(lim.bytes_per_minute)
         self._confirm_rate = Buckets(lim.confirmations_per_minute)
         self._cards: dict[str, _CachedCard] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self.metrics = metrics or Metrics()
         self.stamper = RelayStamper(config.relay_id, key)
         self.routing = ConfigRouting(config)
@@ -200,6 +202,8 @@ class Relay:
             sender_cert=session.verified_cert,
             policy=codec.pack({r: p.to_wire() for r, p in policies.items()}),
             deadlines=deadlines)
+        if self.config.test_only_answer_before_commit:
+            return await self._answer_before_commit(rec, attestation)
         outcome = await self.store.insert_notice(rec, self.stamper, self.routing,
                                                  self.clock.now_ms)
         if isinstance(outcome, Conflict):
@@ -223,6 +227,23 @@ class Relay:
         if deadlines:
             self.escalator.poke(min(d.due_at for d in deadlines))
         faults.crash_point("post_commit_pre_response")
+        return Accepted(attestation, False), True
+
+    async def _answer_before_commit(self, rec: NoticeRecord, attestation: bytes
+                                    ) -> tuple[Accepted, bool]:
+        """The negative control's broken durability: commit later, answer now."""
+
+        async def commit_later() -> None:
+            await asyncio.sleep(0.2)
+            outcome = await self.store.insert_notice(rec, self.stamper, self.routing,
+                                                     self.clock.now_ms)
+            if isinstance(outcome, Inserted):
+                for desk, _seq in outcome.events:
+                    self.hub.publish(desk)
+
+        task = asyncio.create_task(commit_later())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         return Accepted(attestation, False), True
 
     def _involved(self, session: DeskSession, notice_id: bytes) -> Any:

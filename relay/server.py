@@ -98,7 +98,13 @@ async def serve(
     if card.key != bytes(key.verify_key):
         raise UsageError("relay.card does not match relay.key")
     trust = load_trust(cfg.home, now)
-    store = open_store(cfg.database_path)
+    store = open_store(cfg.database_path, sqlite_synchronous=cfg.test_only_sqlite_synchronous)
+    if cfg.test_only_sqlite_synchronous != "FULL":
+        log.warning("relay.durability_weakened", synchronous=cfg.test_only_sqlite_synchronous,
+                    note="test-only setting: accepted notices may be lost on power loss")
+    if cfg.test_only_answer_before_commit:
+        log.warning("relay.durability_weakened", answer_before_commit=True,
+                    note="test-only setting: accepted notices are lost on any crash")
     await store.open()
     for body in store.revocations():
         trust.add_revocation(Revocation.decode(body))

@@ -5,8 +5,11 @@ from __future__ import annotations
 from relay.store.base import Store
 
 
-def open_store(database: str) -> Store:
-    """The store for a database setting: a file path (SQLite) or a postgresql:// URL."""
+def open_store(database: str, *, sqlite_synchronous: str = "FULL") -> Store:
+    """The store for a database setting: a file path (SQLite) or a postgresql:// URL.
+
+    ``sqlite_synchronous`` other than FULL exists only for the fault harness's negative
+    control, which must show that weakened durability loses notices."""
     if database.startswith(("postgres://", "postgresql://")):
         from keys.errors import UsageError
 
@@ -15,7 +18,7 @@ def open_store(database: str) -> Store:
         )
     from relay.store.sqlite import SqliteStore
 
-    return SqliteStore(database)
+    return SqliteStore(database, synchronous=sqlite_synchronous)
 
 
 __all__ = ["Store", "open_store"]
