@@ -281,7 +281,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     )
     await ws.prepare(request)
     relay.log.info("stream.opened", desk=session.desk, after=after)
-    with relay.hub.subscribe(session.desk) as sub:
+    with relay.hub.subscribe(session.desk, session.verified.ik_kid) as sub:
         sender = asyncio.create_task(_push(ws, relay, session, sub, after))
         try:
             async for msg in ws:

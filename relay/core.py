@@ -348,6 +348,6 @@ class Relay:
                              f"authority: {exc}") from exc
         await self.store.add_revocation(rev.desk, rev.ik_kid, rev.encode(), self.clock.now_ms())
         self._cards.pop(rev.desk, None)
-        self.hub.close_desk(rev.desk, "key revoked")
+        self.hub.close_key(rev.desk, rev.ik_kid, "key revoked")
         self.log.warning("desk.revoked", desk=rev.desk, key_id=rev.ik_kid.hex())
         return rev

@@ -12,9 +12,10 @@ from collections import defaultdict
 
 
 class Subscription:
-    def __init__(self, hub: Hub, desk: str) -> None:
+    def __init__(self, hub: Hub, desk: str, key_id: bytes = b"") -> None:
         self.hub = hub
         self.desk = desk
+        self.key_id = key_id
         self.wake = asyncio.Event()
         self.closed_reason: str | None = None
 
@@ -35,8 +36,8 @@ class Hub:
     def __init__(self) -> None:
         self._subs: defaultdict[str, set[Subscription]] = defaultdict(set)
 
-    def subscribe(self, desk: str) -> Subscription:
-        sub = Subscription(self, desk)
+    def subscribe(self, desk: str, key_id: bytes = b"") -> Subscription:
+        sub = Subscription(self, desk, key_id)
         self._subs[desk].add(sub)
         return sub
 
@@ -50,6 +51,8 @@ class Hub:
         for sub in self._subs.get(desk, ()):
             sub.wake.set()
 
-    def close_desk(self, desk: str, reason: str) -> None:
+    def close_key(self, desk: str, key_id: bytes, reason: str) -> None:
+        """End the streams of one desk key (a revocation)."""
         for sub in list(self._subs.get(desk, ())):
-            sub.close(reason)
+            if sub.key_id == key_id:
+                sub.close(reason)

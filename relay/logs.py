@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import structlog
+import structlog.tracebacks
 
 
 def configure(level: str = "info", stream: Any = None) -> None:
@@ -15,7 +16,9 @@ def configure(level: str = "info", stream: Any = None) -> None:
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-            structlog.processors.dict_tracebacks,
+            # Tracebacks without local variables: locals hold request bodies and sessions.
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -125,12 +125,17 @@ async def serve(
     site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
     await site.start()
     port = runner.addresses[0][1] if runner.addresses else cfg.port
+    if not cfg.origin:
+        # Logins are bound to the origin desks signed for: with no origin configured it is
+        # the address actually bound (port 0 picks a free one), never a shared placeholder.
+        auth.origin = f"http://{cfg.host}:{port}"
+        webhooks.origin = auth.origin
     log.info(
         "relay.listening",
         host=cfg.host,
         port=port,
         relay_id=card.relay_id,
-        origin=cfg.effective_origin,
+        origin=auth.origin,
         database=cfg.database_path,
         fingerprint=fingerprint("relay", card.relay_id, card.key),
         root_version=trust.root.version,
