@@ -162,9 +162,8 @@ class Escalator:
                 self.log.warning(event, **record)
                 self.metrics.escalations.labels(row.severity, str(row.level), row.track,
                                                 row.status).inc()
-                if row.missed_levels == 0:
-                    scheduled = row.deadline  # level 1 at the deadline; later levels repeat
-                    self.metrics.lateness.observe(max(0, row.at - scheduled) / 1000)
+                if row.missed_levels == 0 and row.scheduled_at:
+                    self.metrics.lateness.observe(max(0, row.at - row.scheduled_at) / 1000)
             else:
                 self.log.info(event, **record)
                 self.metrics.resolved.labels(row.severity, row.track, row.status).inc()

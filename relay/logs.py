@@ -10,11 +10,16 @@ import structlog
 import structlog.tracebacks
 
 
+def _log_level(logger: Any, method: str, event_dict: Any) -> Any:
+    event_dict["log_level"] = "warning" if method == "warn" else method
+    return event_dict
+
+
 def configure(level: str = "info", stream: Any = None) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
+            _log_level,  # as "log_level": "level" is an escalation's level
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
             # Tracebacks without local variables: locals hold request bodies and sessions.
             structlog.processors.ExceptionRenderer(

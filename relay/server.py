@@ -97,6 +97,10 @@ async def serve(
     card = RelayCard.decode((cfg.home / "relay.card").read_bytes())
     if card.key != bytes(key.verify_key):
         raise UsageError("relay.card does not match relay.key")
+    if card.relay_id != cfg.relay_id:
+        raise UsageError(f"relay.id is {cfg.relay_id!r} in the configuration but the relay card "
+                         f"was made for {card.relay_id!r}; clients could not verify its "
+                         "statements. Set id to match, or run 'hotline relay init' again")
     trust = load_trust(cfg.home, now)
     store = open_store(cfg.database_path, sqlite_synchronous=cfg.test_only_sqlite_synchronous)
     if cfg.test_only_sqlite_synchronous != "FULL":

@@ -48,6 +48,8 @@ class EscalationRow:
     contacts: tuple[str, ...] = ()
     #: Webhooks queued in the outbox.
     webhooks: tuple[str, ...] = ()
+    #: When this level was due (for measuring lateness); 0 where not known.
+    scheduled_at: int = 0
 
 
 class Stamper(Protocol):

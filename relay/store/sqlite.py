@@ -311,13 +311,12 @@ class SqliteStore:
 
     async def record_confirmation(self, rec: ConfirmationRecord, stamper: Stamper,
                                   routing: Routing, now: Now) -> Recorded | Duplicate:
-        col = "delivered_at" if rec.kind == "receipt" else "acked_at"
         blob_col = "receipt" if rec.kind == "receipt" else "ack"
         event = "delivered" if rec.kind == "receipt" else "acknowledged"
 
         def op(conn: sqlite3.Connection) -> Recorded | Duplicate:
             row = conn.execute(
-                f"SELECT {col}, {blob_col}_attestation, delivered_at FROM deliveries"  # noqa: S608 - fixed column names
+                f"SELECT {blob_col}, {blob_col}_attestation FROM deliveries"  # noqa: S608 - fixed column names
                 " WHERE notice_id = ? AND recipient = ?",
                 (rec.notice_id, rec.recipient)).fetchone()
             if row is None:
@@ -327,39 +326,41 @@ class SqliteStore:
             at = now()
             attestation = stamper.attestation(event, notice_id=rec.notice_id,
                                               digest=rec.digest, desk=rec.recipient, at=at)
+            # The first proof of delivery sets delivered_at: a receipt, or an ack before it.
             conn.execute(
-                f"UPDATE deliveries SET {col} = ?, {blob_col} = ?, {blob_col}_attestation = ?,"  # noqa: S608 - fixed column names
-                " signer_cert = ? WHERE notice_id = ? AND recipient = ?",
-                (at, rec.confirmation, attestation, rec.signer_cert, rec.notice_id,
+                f"UPDATE deliveries SET {blob_col} = ?, {blob_col}_attestation = ?,"  # noqa: S608 - fixed column names
+                " signer_cert = ?, delivered_at = coalesce(delivered_at, ?)"
+                " WHERE notice_id = ? AND recipient = ?",
+                (rec.confirmation, attestation, rec.signer_cert, at, rec.notice_id,
                  rec.recipient))
+            if rec.kind == "ack":
+                conn.execute("UPDATE deliveries SET acked_at = ? WHERE notice_id = ?"
+                             " AND recipient = ?", (at, rec.notice_id, rec.recipient))
             resolved = None
             in_time = True
-            if rec.kind == "ack":
-                if row[2] is None:
-                    # An acknowledgement proves delivery too.
-                    conn.execute("UPDATE deliveries SET delivered_at = ? WHERE notice_id = ?"
-                                 " AND recipient = ?", (at, rec.notice_id, rec.recipient))
-                d = _deadline(conn, rec.notice_id, rec.recipient, "ack")
-                if d is not None and d["met_at"] is None:
-                    in_time = at < d["due_at"]
-                    if d["next_at"] is not None and d["next_at"] <= at:
-                        # The deadline passed before this ack: the escalation stands.
-                        _escalate(conn, d, at, stamper, routing)
-                        d = _deadline(conn, rec.notice_id, rec.recipient, "ack")
-                        assert d is not None
-                    conn.execute("UPDATE deadlines SET met_at = ?, next_at = NULL WHERE"
-                                 " notice_id = ? AND recipient = ? AND track = 'ack'",
-                                 (at, rec.notice_id, rec.recipient))
-                    if d["level"] > 0:
-                        resolved = _resolve_ladder(conn, d, at, stamper, routing)
+            d = _deadline(conn, rec.notice_id, rec.recipient, "ack") if rec.kind == "ack" \
+                else None
+            if d is not None and d["met_at"] is None:
+                in_time = at < d["due_at"]
+                if d["next_at"] is not None and d["next_at"] <= at:
+                    # The deadline passed before this ack: the escalation stands.
+                    _escalate(conn, d, at, stamper, routing)
+                    d = _deadline(conn, rec.notice_id, rec.recipient, "ack")
+                    assert d is not None
+                conn.execute("UPDATE deadlines SET met_at = ?, next_at = NULL WHERE"
+                             " notice_id = ? AND recipient = ? AND track = 'ack'",
+                             (at, rec.notice_id, rec.recipient))
             cur = conn.execute(
                 "INSERT INTO events (desk, kind, notice_id, recipient, created_at)"
                 " VALUES (?, ?, ?, ?, ?)",
                 (rec.sender, rec.kind, rec.notice_id, rec.recipient, at))
+            seq = int(cur.lastrowid or 0)
+            if d is not None and d["met_at"] is None and d["level"] > 0:
+                # After the ack event, so the sender reads "ack" then "resolved".
+                resolved = _resolve_ladder(conn, d, at, stamper, routing)
             accepted_at = conn.execute("SELECT accepted_at FROM notices WHERE notice_id = ?",
                                        (rec.notice_id,)).fetchone()[0]
-            return Recorded(int(cur.lastrowid or 0), at, attestation, accepted_at, resolved,
-                            in_time)
+            return Recorded(seq, at, attestation, accepted_at, resolved, in_time)
 
         return await self._run(op)
 
@@ -600,7 +601,8 @@ def _escalate(conn: sqlite3.Connection, d: dict[str, Any], at: int, stamper: Sta
     contacts, hooks = _fan_out(conn, d, esc_id, "escalated", at, level, routing)
     return EscalationRow(esc_id, "escalated", d["notice_id"], d["sender"], d["recipient"],
                          d["track"], d["severity"], d["status"], level, missed, d["due_at"], at,
-                         delivered, final, statement, contacts, hooks)
+                         delivered, final, statement, contacts, hooks,
+                         scheduled_at=d["due_at"] + (level - 1) * d["repeat_ms"])
 
 
 def _resolve_ladder(conn: sqlite3.Connection, d: dict[str, Any], at: int, stamper: Stamper,

@@ -28,6 +28,8 @@ from tests.factory import NOW, YEAR, Federation, report
 class InProcessRelay:
     def __init__(self, home: Path, fed: Federation, toml: str = "") -> None:
         home.mkdir(parents=True, exist_ok=True)
+        if "[relay]" not in toml:
+            toml = '[relay]\nid = "test-relay"\n' + toml
         (home / "relay.toml").write_text(toml)
         self.home = home
         self.fed = fed
@@ -55,7 +57,9 @@ class InProcessRelay:
         await self.store.close()
         if toml is not None:
             (self.home / "relay.toml").write_text(toml)
+        now = self.clock.now_ms()
         self.__init__(self.home, self.fed, (self.home / "relay.toml").read_text())  # type: ignore[misc]
+        self.clock.set(now)  # the relay was down; time went on
         await self.store.open()
 
     def session(self, name: str) -> DeskSession:
