@@ -50,6 +50,8 @@ class Limits:
     heartbeat_s: float = 20.0
     #: Seconds an idle keep-alive HTTP connection stays open.
     keepalive_timeout_s: float = 30.0
+    #: Seconds a new connection has to send its first request's headers (slowloris).
+    header_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

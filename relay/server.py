@@ -30,6 +30,7 @@ from relay.app import make_app
 from relay.auth import Authenticator
 from relay.clock import Clock, SystemClock
 from relay.core import Relay
+from relay.guard import start_site
 from relay.hub import Hub
 from relay.store import open_store
 from relay.webhooks import WebhookSender
@@ -126,9 +127,9 @@ async def serve(
     app = make_app(relay, auth)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.port, reuse_address=True)
-    await site.start()
-    port = runner.addresses[0][1] if runner.addresses else cfg.port
+    listener = await start_site(runner, cfg.host, cfg.port,
+                                header_timeout=cfg.limits.header_timeout_s, log=log)
+    port = listener.sockets[0].getsockname()[1]
     if not cfg.origin:
         # Logins are bound to the origin desks signed for: with no origin configured it is
         # the address actually bound (port 0 picks a free one), never a shared placeholder.
@@ -162,6 +163,7 @@ async def serve(
         sweeper.cancel()
         relay.escalator.stop()
         webhooks.stop()
+        listener.close()
         for task in (escalator, sender):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=5)
