@@ -29,6 +29,16 @@ from keys import codec, keyfile
 from keys.armor import armor
 from keys.envelope import Envelope, seal
 from keys.fingerprint import fingerprint
+from keys.frames import (
+    Challenge,
+    ChallengeRequest,
+    OperatorChallengeRequest,
+    OperatorSessionRequest,
+    Session,
+    SessionRequest,
+    auth_message,
+    operator_auth_message,
+)
 from keys.ids import Country, DeskId
 from keys.primitives import (
     Domain,
@@ -37,7 +47,7 @@ from keys.primitives import (
     key_commitment,
     key_id,
 )
-from keys.receipts import Attestation, Confirmation, RelayCard
+from keys.receipts import Attestation, Confirmation, EscalationStatement, RelayCard
 from keys.report import (
     AiSystem,
     Attachment,
@@ -57,6 +67,10 @@ from keys.trust import (
     Revocation,
     TrustStore,
 )
+from relay.escalator import log_record
+from relay.store.base import EscalationRow
+from relay.webhooks import alert_body
+from relay.webhooks import signature as webhook_signature
 
 FORMAT = "hotline-test-vectors/1"
 
@@ -65,6 +79,7 @@ FORMAT = "hotline-test-vectors/1"
 #: The vectors' "now" (UTC milliseconds, 2026-09-21T13:33:20Z).
 NOW = 1_790_000_000_000
 MINUTE = 60_000
+HOUR = 60 * MINUTE
 DAY = 86_400_000
 YEAR = 365 * DAY
 
@@ -90,6 +105,16 @@ TIMES: dict[str, int] = {
     "ack_at": NOW + 95_000,
     "accepted_at": NOW + 1_200,
     "escalated_at": NOW + 25 * MINUTE,
+    "root_v3_issued_at": NOW - HOUR,
+    "root_v3_expires_at": NOW + 2 * YEAR,
+    "notice2_accepted_at": NOW + 10 * MINUTE + 800,
+    "notice2_ack_deadline": NOW + 25 * MINUTE + 800,
+    "escalation_at": NOW + 25 * MINUTE + 1_050,
+    "resolved_at": NOW + 29 * MINUTE + 10_800,
+    "challenge_expires_at": NOW + 60_000,
+    "login_ts": NOW + 1_500,
+    "session_expires_at": NOW + 1_500 + 900_000,
+    "webhook_timestamp_s": (NOW + 25 * MINUTE + 2_000) // 1000,
 }
 
 DOMAIN_NAMES = (
@@ -104,13 +129,19 @@ DOMAIN_NAMES = (
     "RECEIPT",
     "ACK",
     "ATTESTATION",
+    "ESCALATION",
     "RELAY_CARD",
     "AUTH",
+    "OPERATOR_AUTH",
 )
 DESKS = ("us.caisi", "cn.cac", "cn.mss")
 REVOKED_DESK = "us.old"
 RELAY_ID = "hotline-relay-1"
 PASSPHRASE = b"correct horse battery staple"
+OPERATOR = "ops.alice"
+ORIGIN = "https://hotline.example.org"
+WEBHOOK = "pager"
+WEBHOOK_SECRET = b"webhook-shared-secret-for-vectors"
 
 NOTICE1_ID = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")
 NOTICE2_ID = bytes.fromhex("102030405060708090a0b0c0d0e0f001")
@@ -278,11 +309,34 @@ def build_vectors() -> dict[str, Any]:
         root2 = root2.signed_by(c, authorities[c])
     root2.check_update(root1, NOW)
 
+    # v3: the us authority rotates its key. The successor root names the new key and is
+    # signed by cn, by the old us key (required by v2) and by the new one (its own member).
+    us_next = ed25519("authority/us/next")
+    us_next_pk = bytes(us_next.verify_key)
+    keys_out["authority/us/next"] = {
+        "public": us_next_pk.hex(),
+        "key_id": key_id(us_next_pk).hex(),
+        "fingerprint": fingerprint("authority", "us", us_next_pk),
+    }
+    root3 = FederationRoot.create(
+        3,
+        {Country("cn"): members[Country("cn")], Country("us"): us_next_pk},
+        TIMES["root_v3_issued_at"],
+        TIMES["root_v3_expires_at"],
+    )
+    root3 = root3.signed_by(Country("cn"), authorities[Country("cn")])
+    root3 = root3.signed_by(Country("us"), authorities[Country("us")])
+    root3 = root3.signed_by(Country("us"), us_next)
+    root3.check_update(root2, NOW)
+    root3.check_initial(NOW)
+
     def root_doc(root: FederationRoot) -> dict[str, Any]:
         return {
             "fields": hexify(codec.unpack(root.body, what="vector", max_bytes=1 << 20)),
             "body": root.body.hex(),
-            "signatures": [[c, root.signatures[c].hex()] for c in sorted(root.signatures)],
+            "signatures": [
+                [c, sig.hex()] for c in sorted(root.signatures) for sig in root.signatures[c]
+            ],
             "encoded": root.encode().hex(),
         }
 
@@ -520,6 +574,138 @@ def build_vectors() -> dict[str, Any]:
         level=1,
     )
 
+    # --- the relay's escalation statements: notice 2's ack deadline towards cn.mss passes
+    # (level 1, not yet delivered), then a late acknowledgement resolves it.
+    n2_digest = bytes.fromhex(notices[1]["digest"])
+    escalation_fields: dict[str, Any] = {
+        "notice_id": NOTICE2_ID,
+        "digest": n2_digest,
+        "sender": "us.caisi",
+        "recipient": "cn.mss",
+        "severity": "critical",
+        "status": "actual",
+        "track": "ack",
+        "level": 1,
+        "missed_levels": 0,
+        "deadline": TIMES["notice2_ack_deadline"],
+    }
+    escalation = EscalationStatement.create(
+        "escalated",
+        relay_id=RELAY_ID,
+        relay_key=relay_sk,
+        at=TIMES["escalation_at"],
+        delivered=False,
+        final=False,
+        **escalation_fields,
+    )
+    resolution = EscalationStatement.create(
+        "resolved",
+        relay_id=RELAY_ID,
+        relay_key=relay_sk,
+        at=TIMES["resolved_at"],
+        delivered=True,
+        final=True,
+        **escalation_fields,
+    )
+
+    # --- what operators and webhooks receive for that escalation (escalation id 1)
+    row = EscalationRow(
+        1,
+        "escalated",
+        NOTICE2_ID,
+        "us.caisi",
+        "cn.mss",
+        "ack",
+        "critical",
+        "actual",
+        1,
+        0,
+        TIMES["notice2_ack_deadline"],
+        TIMES["escalation_at"],
+        False,
+        False,
+        escalation.encode(),
+        ("cn.duty",),
+        (WEBHOOK,),
+    )
+    webhook_body = json.dumps(alert_body(row, WEBHOOK, RELAY_ID, ORIGIN), sort_keys=True)
+    webhook_ts = str(TIMES["webhook_timestamp_s"])
+    webhook = {
+        "name": WEBHOOK,
+        "secret": WEBHOOK_SECRET.hex(),
+        "body": webhook_body,
+        "headers": {
+            "Content-Type": "application/json",
+            "Idempotency-Key": f"{RELAY_ID}:{row.id}:{WEBHOOK}",
+            "X-Hotline-Timestamp": webhook_ts,
+            "X-Hotline-Signature": webhook_signature(
+                WEBHOOK_SECRET, webhook_ts, webhook_body.encode()
+            ),
+        },
+    }
+    escalation_log_line = json.dumps(log_record(row, RELAY_ID), sort_keys=True)
+
+    # --- authentication: a desk and an operator answer a challenge
+    desk_random = CounterRandom("desk-auth")
+    desk_nonce = desk_random(32)
+    desk_token = desk_random(32)
+    caisi = secrets["us.caisi"]
+    desk_packed = codec.pack([ORIGIN, caisi.desk, caisi.ik_kid, desk_nonce, TIMES["login_ts"]])
+    desk_message = auth_message(ORIGIN, caisi.desk, caisi.ik_kid, desk_nonce, TIMES["login_ts"])
+    assert desk_message == Domain.AUTH + desk_packed
+    desk_sig = caisi.identity.sign(desk_message).signature
+    desk_auth = {
+        "origin": ORIGIN,
+        "desk": caisi.desk,
+        "ik_kid": caisi.ik_kid.hex(),
+        "ts": TIMES["login_ts"],
+        "random": desk_random.describe(),
+        "challenge_request": ChallengeRequest(caisi.desk).encode().hex(),
+        "challenge": Challenge(RELAY_ID, ORIGIN, desk_nonce, TIMES["challenge_expires_at"])
+        .encode()
+        .hex(),
+        "message": desk_packed.hex(),
+        "signed_bytes": desk_message.hex(),
+        "signature": desk_sig.hex(),
+        "session_request": SessionRequest(
+            caisi.desk, cards["us.caisi"].encode(), desk_nonce, TIMES["login_ts"], desk_sig
+        )
+        .encode()
+        .hex(),
+        "session": Session(desk_token, TIMES["session_expires_at"], relay_card.encode())
+        .encode()
+        .hex(),
+    }
+    operator_sk = ed25519(f"operator/{OPERATOR}")
+    operator_pk = bytes(operator_sk.verify_key)
+    keys_out[f"operator/{OPERATOR}"] = {
+        "public": operator_pk.hex(),
+        "key_id": key_id(operator_pk).hex(),
+        "fingerprint": fingerprint("operator", OPERATOR, operator_pk),
+    }
+    op_random = CounterRandom("operator-auth")
+    op_nonce = op_random(32)
+    op_packed = codec.pack([ORIGIN, OPERATOR, op_nonce, TIMES["login_ts"]])
+    op_message = operator_auth_message(ORIGIN, OPERATOR, op_nonce, TIMES["login_ts"])
+    assert op_message == Domain.OPERATOR_AUTH + op_packed
+    op_sig = operator_sk.sign(op_message).signature
+    operator_auth = {
+        "origin": ORIGIN,
+        "operator": OPERATOR,
+        "ts": TIMES["login_ts"],
+        "random": op_random.describe(),
+        "challenge_request": OperatorChallengeRequest(OPERATOR).encode().hex(),
+        "challenge": Challenge(RELAY_ID, ORIGIN, op_nonce, TIMES["challenge_expires_at"])
+        .encode()
+        .hex(),
+        "message": op_packed.hex(),
+        "signed_bytes": op_message.hex(),
+        "signature": op_sig.hex(),
+        "session_request": OperatorSessionRequest(OPERATOR, op_nonce, TIMES["login_ts"], op_sig)
+        .encode()
+        .hex(),
+    }
+
     # --- a key file (fast test-only Argon2id limits) holding us.caisi's secrets
     kf_random = CounterRandom("keyfile")
     payload = keyfile.encode_desk_secrets(secrets["us.caisi"])
@@ -553,6 +739,7 @@ def build_vectors() -> dict[str, Any]:
         "roots": {
             "v1": root_doc(root1),
             "v2": root_doc(root2),
+            "v3_rotation": root_doc(root3),
             "v1_armored": armor("root", root1.encode()),
         },
         "desks": desks,
@@ -565,6 +752,13 @@ def build_vectors() -> dict[str, Any]:
             "accepted": signed_doc(accepted.signed, accepted.encode()),
             "escalated": signed_doc(escalated.signed, escalated.encode()),
         },
+        "escalations": {
+            "escalated": signed_doc(escalation.signed, escalation.encode()),
+            "resolved": signed_doc(resolution.signed, resolution.encode()),
+        },
+        "escalation_log_line": escalation_log_line,
+        "webhook": webhook,
+        "auth": {"desk": desk_auth, "operator": operator_auth},
         "key_file": {
             "kind": "desk",
             "payload": payload.hex(),

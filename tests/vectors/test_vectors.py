@@ -10,8 +10,11 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import msgpack
@@ -30,15 +33,19 @@ from keys import (
     DeskCertificate,
     DeskId,
     DeskSecrets,
+    EkCertificate,
     EncryptionKeyPair,
     Envelope,
     FederationRoot,
     IncidentReport,
+    KeyCertInvalid,
+    MalformedInput,
     RelayCard,
     Revocation,
     RootInvalid,
     StaleOrFuture,
     TrustStore,
+    UnsupportedVersion,
     UntrustedKey,
     VerifiedDesk,
     check_submission,
@@ -46,10 +53,23 @@ from keys import (
     open_envelope,
 )
 from keys.armor import dearmor
+from keys.frames import (
+    Challenge,
+    ChallengeRequest,
+    OperatorChallengeRequest,
+    OperatorSessionRequest,
+    Session,
+    SessionRequest,
+    auth_message,
+    operator_auth_message,
+)
+from keys.ids import Country
 from keys.keyfile import decode_desk_secrets, open_key_file
-from keys.primitives import Domain
-from keys.receipts import Attestation
+from keys.primitives import Domain, check_x25519_public_key
+from keys.receipts import MAX_STATEMENT_BYTES, Attestation, EscalationStatement
 from keys.report import from_wire as report_from_wire
+from keys.trust import ROOT_CLOCK_SKEW_MS
+from relay.errors import STATUS_BY_CODE
 from tests.vectors.make_vectors import DOMAIN_NAMES, build_vectors, render
 
 HERE = Path(__file__).parent
@@ -74,8 +94,10 @@ EXPECTED_DOMAINS = {
     "RECEIPT": b"hotline/v1/receipt\x00",
     "ACK": b"hotline/v1/ack\x00",
     "ATTESTATION": b"hotline/v1/attestation\x00",
+    "ESCALATION": b"hotline/v1/escalation\x00",
     "RELAY_CARD": b"hotline/v1/relay-card\x00",
     "AUTH": b"hotline/v1/auth\x00",
+    "OPERATOR_AUTH": b"hotline/v1/operator-auth\x00",
 }
 
 
@@ -337,6 +359,349 @@ def test_key_file_opens_with_the_passphrase() -> None:
     )
 
 
+# ----------------------------------------------------- (b) changes since version 1 of the page
+
+
+def sk(label: str) -> nacl.signing.SigningKey:
+    return nacl.signing.SigningKey(h(V["inputs"]["ed25519_seeds"][label]))
+
+
+def root_with(body: bytes, entries: list[tuple[str, bytes]]) -> FederationRoot:
+    return FederationRoot.decode(
+        msgpack.packb([body, [[c, s] for c, s in entries]], use_bin_type=True)
+    )
+
+
+def refusal(decode: Any, data: bytes) -> str:
+    with pytest.raises((MalformedInput, UnsupportedVersion)) as exc:
+        decode(data)
+    code: str = exc.value.code
+    return code
+
+
+def test_decoder_refuses_non_string_keys_extensions_and_reads_v_first() -> None:
+    card = raw_unpack(h(V["desks"]["us.caisi"]["desk_card"]["encoded"]))
+
+    def pack(value: Any) -> bytes:
+        out: bytes = msgpack.packb(value, use_bin_type=True)
+        return out
+
+    assert refusal(DeskCard.decode, pack({**card, b"bin-key": 1})) == "bad_type"
+    assert refusal(DeskCard.decode, pack({**card, 7: 1})) == "bad_type"
+    assert refusal(DeskCard.decode, pack([{b"nested": 1}])) == "bad_type"
+    assert refusal(DeskCard.decode, pack({**card, "x": msgpack.ExtType(5, b"x")})) == (
+        "type_not_allowed"
+    )
+    assert refusal(DeskCard.decode, pack({**card, "x": msgpack.ExtType(5, b"x" * 300)})) == (
+        "type_not_allowed"
+    )
+    # The Timestamp extension (type -1) is refused too, wherever it is.
+    assert refusal(DeskCard.decode, pack({**card, "v": msgpack.Timestamp(1, 0)})) == (
+        "type_not_allowed"
+    )
+    assert refusal(DeskCard.decode, pack([[msgpack.Timestamp(1, 0)]])) == "type_not_allowed"
+    # The version decides the schema: a v2 document with new fields is unsupported_version.
+    assert refusal(DeskCard.decode, pack({**card, "v": 2, "new": 1})) == "unsupported_version"
+    assert refusal(DeskCard.decode, pack({**card, "v": "1", "new": 1})) == "bad_type"
+    assert refusal(DeskCard.decode, pack({**card, "new": 1})) == "unknown_field"
+    no_v = {k: v for k, v in card.items() if k != "v"}
+    assert refusal(DeskCard.decode, pack({**no_v, "new": 1})) == "unknown_field"
+    assert refusal(DeskCard.decode, pack(no_v)) == "missing_field"
+    # Inside a signed document the schema (and so the version) is read before the signature.
+    a = V["authority_cards"]["us"]
+    newer = pack({**raw_unpack(h(a["body"])), "v": 2, "new": 1})
+    assert refusal(AuthorityCard.decode, pack([newer, h(a["signature"])])) == (
+        "unsupported_version"
+    )
+
+
+def test_envelope_framing_must_be_canonical() -> None:
+    n = NOTICES["notice1"]
+    header, ciphertext, sig = h(n["header"]), h(n["ciphertext"]), h(n["outer_signature"])
+
+    def pack(value: Any) -> bytes:
+        out: bytes = msgpack.packb(value, use_bin_type=True)
+        return out
+
+    def bin32(value: bytes) -> bytes:
+        return b"\xc6" + len(value).to_bytes(4, "big") + value
+
+    reframed = [
+        b"\xdc\x00\x03" + pack(header) + pack(ciphertext) + pack(sig),  # array16
+        b"\x93" + bin32(header) + pack(ciphertext) + pack(sig),
+        b"\x93" + pack(header) + bin32(ciphertext) + pack(sig),
+        b"\x93" + pack(header) + pack(ciphertext) + bin32(sig),
+    ]
+    for raw in reframed:
+        assert raw_unpack(raw) == [header, ciphertext, sig]  # same values, another digest
+        assert hashlib.blake2b(raw, digest_size=32).digest() != h(n["digest"])
+        assert refusal(Envelope.decode, raw) == "malformed"
+    assert Envelope.decode(h(n["envelope"])).digest == h(n["digest"])
+
+
+def test_federation_root_key_rotation_needs_the_old_and_the_new_signature() -> None:
+    doc = V["roots"]["v3_rotation"]
+    v2 = FederationRoot.decode(h(V["roots"]["v2"]["encoded"]))
+    v3 = FederationRoot.decode(h(doc["encoded"]))
+    assert v3.version == 3
+    assert v3.members == {"cn": pub("authority/cn"), "us": pub("authority/us/next")}
+    assert [c for c, _ in doc["signatures"]] == ["cn", "us", "us"]
+    assert v3.encode() == h(doc["encoded"])
+    v3.check_update(v2, NOW)
+    v3.check_initial(NOW)
+    body = h(doc["body"])
+    cn, us_old, us_new = ((c, h(s)) for c, s in doc["signatures"])
+    # Readers accept the entries in any order.
+    root_with(body, [us_new, cn, us_old]).check_update(v2, NOW)
+    # Only the new key: a valid root on its own, but v2 requires the old us key.
+    only_new = root_with(body, [cn, us_new])
+    only_new.check_initial(NOW)
+    with pytest.raises(RootInvalid, match="us"):
+        only_new.check_update(v2, NOW)
+    # Only the old key: the new member key has not signed.
+    only_old = root_with(body, [cn, us_old])
+    with pytest.raises(RootInvalid, match="us"):
+        only_old.check_update(v2, NOW)
+    with pytest.raises(RootInvalid, match="us"):
+        only_old.check_initial(NOW)
+    # After the update the old us key certifies nobody: us desks need new certificates.
+    trust = trust_store()
+    trust.update_root(v2, NOW)
+    trust.update_root(v3, NOW)
+    with pytest.raises(UntrustedKey):
+        trust.verify_card(DeskCard.decode(h(V["desks"]["us.caisi"]["desk_card"]["encoded"])), NOW)
+    trust.verify_card(DeskCard.decode(h(V["desks"]["cn.cac"]["desk_card"]["encoded"])), NOW)
+
+
+def test_federation_root_signature_limits() -> None:
+    doc = V["roots"]["v3_rotation"]
+    body = h(doc["body"])
+    cn, us_old, us_new = ((c, h(s)) for c, s in doc["signatures"])
+    third = ("us", sk("authority/cn").sign(Domain.ROOT + body).signature)
+    for entries in ([cn, us_old, us_new, third], [cn, us_old, us_old]):
+        with pytest.raises(MalformedInput) as exc:
+            root_with(body, entries)
+        assert exc.value.code == "bad_value"
+    with pytest.raises(MalformedInput) as exc:
+        root_with(body, [cn] * 65)
+    assert exc.value.code == "length_limit"
+    # A signature under a country that is not a member is kept but never counts.
+    stranger = ("fr", sk("authority/cn").sign(Domain.ROOT + body).signature)
+    root_with(body, [cn, us_old, us_new, stranger]).check_update(
+        FederationRoot.decode(h(V["roots"]["v2"]["encoded"])), NOW
+    )
+
+
+def test_federation_root_issued_in_the_future() -> None:
+    assert ROOT_CLOCK_SKEW_MS == 10 * 60_000
+    members = {Country(c): pub(f"authority/{c}") for c in ("cn", "us")}
+
+    def root(issued_at: int) -> FederationRoot:
+        r = FederationRoot.create(1, members, issued_at, NOW + 86_400_000)
+        return r.signed_by(Country("cn"), sk("authority/cn")).signed_by(
+            Country("us"), sk("authority/us")
+        )
+
+    root(NOW + ROOT_CLOCK_SKEW_MS).check_initial(NOW)
+    early = root(NOW + ROOT_CLOCK_SKEW_MS + 1)
+    with pytest.raises(RootInvalid, match="future"):
+        early.check_initial(NOW)
+    with pytest.raises(UntrustedKey, match="future"):
+        TrustStore(early).verify_cert(
+            DeskCertificate.decode(h(V["desks"]["cn.cac"]["desk_cert"]["encoded"])), NOW
+        )
+
+
+def test_revocation_reaches_only_the_named_desk() -> None:
+    trust = trust_store()
+    old = DeskCertificate.decode(h(V["desks"]["us.old"]["desk_cert"]["encoded"]))
+    # The cn authority certifies the very same identity key for one of its own desks.
+    request = CertRequest.create(DeskId("cn.old"), sk("desk/us.old/ik"), NOW - 86_400_000)
+    twin = DeskCertificate.issue(
+        request,
+        Country("cn"),
+        sk("authority/cn"),
+        NOW - 86_400_000,
+        NOW + 86_400_000,
+    )
+    assert twin.key_id == old.key_id
+    trust.add_revocation(Revocation.decode(h(V["revocation"]["encoded"])))
+    with pytest.raises(UntrustedKey, match="revoked"):
+        trust.verify_cert(old, NOW)
+    trust.verify_cert(twin, NOW)  # the us revocation does not reach cn.old
+    assert trust.is_revoked("us.old", old.key_id) and not trust.is_revoked("cn.old", old.key_id)
+    # Nor can the us authority revoke a cn desk: the revocation must be signed by cn.
+    forged = Revocation.issue(DeskId("cn.old"), twin.key_id, sk("authority/us"), NOW, "no")
+    with pytest.raises(BadSignature):
+        trust.add_revocation(Revocation.decode(forged.encode()))
+    foreign = Revocation.issue(DeskId("fr.desk"), twin.key_id, sk("authority/us"), NOW, "no")
+    with pytest.raises(UntrustedKey):
+        trust.add_revocation(Revocation.decode(foreign.encode()))
+
+
+def test_small_order_encryption_key_is_refused() -> None:
+    small = (1).to_bytes(32, "little")  # u = 1 has order 4
+    with pytest.raises(MalformedInput) as exc:
+        check_x25519_public_key(small, "encryption key")
+    assert exc.value.code == "bad_value"
+    with pytest.raises(nacl.exceptions.RuntimeError):  # libsodium: the result is all zeros
+        sodium.crypto_scalarmult(b"\x01" * 31 + b"\x40", small)
+    bad = EkCertificate.issue(
+        DeskId("us.caisi"),
+        sk("desk/us.caisi/ik"),
+        small,
+        TIMES["ek_not_before"],
+        TIMES["ek_not_after"],
+    )
+    bad = EkCertificate.decode(bad.encode())  # decoding checks only "not all zero"
+    cert = DeskCertificate.decode(h(V["desks"]["us.caisi"]["desk_cert"]["encoded"]))
+    good = EkCertificate.decode(h(V["desks"]["us.caisi"]["ek_cert"]["encoded"]))
+    trust = trust_store()
+    with pytest.raises(KeyCertInvalid, match="small-order"):
+        trust.verify_card(DeskCard(cert, (bad,)), NOW)
+    v = trust.verify_card(DeskCard(cert, (bad, good)), NOW)  # the bad one is dropped
+    assert v.encryption_keys == {good.key_id: good.encryption_key}
+
+
+def test_ack_message_limits() -> None:
+    n1 = NOTICES["notice1"]
+    nid, dig = h(n1["inputs"]["notice_id"]), h(n1["digest"])
+    assert MAX_STATEMENT_BYTES == 16 * 1024
+
+    def ack(text: str) -> Confirmation:
+        return Confirmation.create(
+            "ack",
+            notice_id=nid,
+            digest=dig,
+            sender=DeskId("us.caisi"),
+            me=secrets_of("cn.cac"),
+            at=TIMES["ack_at"],
+            message=text,
+            sender_keys=verified("us.caisi"),
+        )
+
+    longest = "\U0001f6a8" * 2000  # 2000 characters of 4 UTF-8 bytes each
+    encoded = ack(longest).encode()
+    assert 8 * 1024 < len(encoded) <= MAX_STATEMENT_BYTES
+    c = Confirmation.decode(encoded)
+    c.verify(verified("cn.cac"), notice_id=nid, digest=dig, sender=DeskId("us.caisi"))
+    assert c.open_message(secrets_of("us.caisi")) == longest
+    with pytest.raises(ValueError, match="2000"):
+        ack("x" * 2001)
+    with pytest.raises(ValueError, match="only an acknowledgement"):
+        Confirmation.create(
+            "receipt",
+            notice_id=nid,
+            digest=dig,
+            sender=DeskId("us.caisi"),
+            me=secrets_of("cn.cac"),
+            at=TIMES["ack_at"],
+            message="hi",
+        )
+    too_big = msgpack.packb([b"\x00" * MAX_STATEMENT_BYTES, b"\x00" * 64], use_bin_type=True)
+    assert refusal(Confirmation.decode, too_big) == "too_large"
+
+
+@pytest.mark.parametrize("kind", ["escalated", "resolved"])
+def test_escalation_statement(kind: str) -> None:
+    card = RelayCard.decode(h(V["relay_card"]["encoded"]))
+    doc = V["escalations"][kind]
+    st = EscalationStatement.decode(h(doc["encoded"]))
+    st.verify(card)
+    assert st.encode() == h(doc["encoded"])
+    n2 = NOTICES["notice2"]
+    assert (st.kind, st.notice_id, st.digest) == (
+        kind,
+        h(n2["inputs"]["notice_id"]),
+        h(n2["digest"]),
+    )
+    assert (st.relay_id, st.relay_kid) == (card.relay_id, card.key_id)
+    assert (st.sender, st.recipient, st.severity, st.status, st.track) == (
+        "us.caisi",
+        "cn.mss",
+        "critical",
+        "actual",
+        "ack",
+    )
+    assert (st.level, st.missed_levels, st.deadline) == (1, 0, TIMES["notice2_ack_deadline"])
+    assert st.overdue_ms == st.at - st.deadline > 0
+    expected = {
+        "escalated": (TIMES["escalation_at"], False, False),
+        "resolved": (TIMES["resolved_at"], True, True),
+    }
+    assert (st.at, st.delivered, st.final) == expected[kind]
+    other = RelayCard.create("hotline-relay-2", sk("relay/hotline-relay-1"), NOW)
+    with pytest.raises(BadSignature):
+        st.verify(other)
+    # Not an attestation: another schema, another signature domain.
+    assert refusal(Attestation.decode, h(doc["encoded"])) == "unknown_field"
+
+
+def test_escalation_statement_schema() -> None:
+    doc = V["escalations"]["escalated"]
+    body = raw_unpack(h(doc["body"]))
+
+    def with_body(**changes: Any) -> bytes:
+        out: bytes = msgpack.packb(
+            [msgpack.packb({**body, **changes}, use_bin_type=True), h(doc["signature"])],
+            use_bin_type=True,
+        )
+        return out
+
+    assert refusal(EscalationStatement.decode, with_body(kind="delivered")) == "bad_value"
+    assert refusal(EscalationStatement.decode, with_body(track="reply")) == "bad_value"
+    assert refusal(EscalationStatement.decode, with_body(level=1001)) == "bad_value"
+    assert refusal(EscalationStatement.decode, with_body(delivered=0)) == "bad_type"
+    assert refusal(EscalationStatement.decode, with_body(v=2, extra=1)) == "unsupported_version"
+    # Decoding does not check the signature; verify() does.
+    tampered = EscalationStatement.decode(with_body(level=2))
+    with pytest.raises(BadSignature):
+        tampered.verify(RelayCard.decode(h(V["relay_card"]["encoded"])))
+
+
+def test_desk_and_operator_authentication() -> None:
+    a = V["auth"]["desk"]
+    assert ChallengeRequest.decode(h(a["challenge_request"])).desk == "us.caisi"
+    ch = Challenge.decode(h(a["challenge"]))
+    assert (ch.relay, ch.origin, ch.nonce, ch.expires_at) == (
+        "hotline-relay-1",
+        a["origin"],
+        h(a["random"]["draws"][0]),
+        TIMES["challenge_expires_at"],
+    )
+    req = SessionRequest.decode(h(a["session_request"]))
+    assert (req.desk, req.nonce, req.ts) == ("us.caisi", ch.nonce, a["ts"])
+    desk = trust_store().verify_card(DeskCard.decode(req.card), NOW)
+    signed = auth_message(ch.origin, req.desk, desk.ik_kid, req.nonce, req.ts)
+    assert signed == h(a["signed_bytes"])
+    desk.identity_key.verify(signed, req.signature)
+    session = Session.decode(h(a["session"]))
+    assert session.token == h(a["random"]["draws"][1])
+    assert session.relay_card == h(V["relay_card"]["encoded"])
+
+    o = V["auth"]["operator"]
+    assert OperatorChallengeRequest.decode(h(o["challenge_request"])).operator == "ops.alice"
+    och = Challenge.decode(h(o["challenge"]))
+    oreq = OperatorSessionRequest.decode(h(o["session_request"]))
+    assert (oreq.operator, oreq.nonce, oreq.ts) == ("ops.alice", och.nonce, o["ts"])
+    osigned = operator_auth_message(och.origin, oreq.operator, oreq.nonce, oreq.ts)
+    assert osigned == h(o["signed_bytes"])
+    nacl.signing.VerifyKey(pub("operator/ops.alice")).verify(osigned, oreq.signature)
+    # A desk's login signature is no operator's, and the other way round.
+    with pytest.raises(nacl.exceptions.BadSignatureError):
+        nacl.signing.VerifyKey(pub("operator/ops.alice")).verify(
+            Domain.AUTH + osigned[len(Domain.OPERATOR_AUTH) :], oreq.signature
+        )
+    for name, code in (
+        ("Ops.Alice", "bad_value"),
+        ("", "bad_value"),
+        ("a" * 41, "too_large"),
+        ("ops:alice", "bad_value"),
+    ):
+        data = msgpack.packb({"v": 1, "operator": name}, use_bin_type=True)
+        assert refusal(OperatorChallengeRequest.decode, data) == code
+
+
 # ============================================================== (c) raw libsodium
 
 
@@ -374,6 +739,8 @@ def _signed_docs() -> list[tuple[str, dict[str, Any], str, str]]:
         ("relay_card", V["relay_card"], "RELAY_CARD", relay),
         ("attestation/accepted", V["attestations"]["accepted"], "ATTESTATION", relay),
         ("attestation/escalated", V["attestations"]["escalated"], "ATTESTATION", relay),
+        ("escalation/escalated", V["escalations"]["escalated"], "ESCALATION", relay),
+        ("escalation/resolved", V["escalations"]["resolved"], "ESCALATION", relay),
     ]
     return docs
 
@@ -592,6 +959,168 @@ def test_key_file_with_raw_libsodium() -> None:
     assert list(p["eks"][0]) == ["sk", "not_before", "not_after", "keep_until"]
 
 
+def test_root_rotation_with_raw_libsodium() -> None:
+    doc = V["roots"]["v3_rotation"]
+    body = h(doc["body"])
+    outer = raw_unpack(h(doc["encoded"]))
+    assert outer[0] == body
+    assert h(doc["encoded"]) == msgpack.packb(outer, use_bin_type=True)
+    # Sorted by country; a country's signatures in the order they were added (old key first).
+    assert [c for c, _ in outer[1]] == ["cn", "us", "us"]
+    signers = ["authority/cn", "authority/us", "authority/us/next"]
+    for (_country, sig), signer in zip(outer[1], signers, strict=True):
+        raw_verify(pub(signer), EXPECTED_DOMAINS["ROOT"], body, sig)
+    value = raw_unpack(body)
+    assert value["members"] == [
+        {"country": "cn", "key": pub("authority/cn")},
+        {"country": "us", "key": pub("authority/us/next")},
+    ]
+
+
+def test_escalation_statement_body_layout() -> None:
+    for kind in ("escalated", "resolved"):
+        body = raw_unpack(h(V["escalations"][kind]["body"]))
+        assert list(body) == [
+            "v",
+            "type",
+            "kind",
+            "relay",
+            "relay_kid",
+            "notice_id",
+            "digest",
+            "sender",
+            "recipient",
+            "severity",
+            "status",
+            "track",
+            "level",
+            "missed_levels",
+            "deadline",
+            "at",
+            "delivered",
+            "final",
+        ]
+        assert (body["type"], body["kind"]) == ("escalation", kind)
+        assert body["relay_kid"] == raw_blake2b(
+            pub("relay/hotline-relay-1"), 16, personal=b"hotline-kid-v1"
+        )
+        assert type(body["delivered"]) is bool and type(body["final"]) is bool
+        # booleans are msgpack true/false (0xc3/0xc2)
+        assert h(V["escalations"][kind]["body"]).endswith(
+            b"\xa9delivered"
+            + (b"\xc3" if body["delivered"] else b"\xc2")
+            + b"\xa5final"
+            + (b"\xc3" if body["final"] else b"\xc2")
+        )
+
+
+def test_auth_messages_with_raw_msgpack() -> None:
+    a = V["auth"]["desk"]
+    nonce = h(a["random"]["draws"][0])
+    packed = msgpack.packb(
+        [a["origin"], a["desk"], h(a["ik_kid"]), nonce, a["ts"]], use_bin_type=True
+    )
+    assert packed == h(a["message"])
+    assert h(a["signed_bytes"]) == b"hotline/v1/auth\x00" + packed
+    assert h(a["ik_kid"]) == raw_blake2b(pub("desk/us.caisi/ik"), 16, personal=b"hotline-kid-v1")
+    raw_verify(pub("desk/us.caisi/ik"), b"hotline/v1/auth\x00", packed, h(a["signature"]))
+    frames = {
+        "challenge_request": ["v", "desk"],
+        "challenge": ["v", "relay", "origin", "nonce", "expires_at"],
+        "session_request": ["v", "desk", "card", "nonce", "ts", "sig"],
+        "session": ["v", "token", "expires_at", "relay_card"],
+    }
+    for name, keys in frames.items():
+        value = raw_unpack(h(a[name]))
+        assert list(value) == keys and value["v"] == 1
+        assert msgpack.packb(value, use_bin_type=True) == h(a[name])
+    assert raw_unpack(h(a["session_request"]))["card"] == h(
+        V["desks"]["us.caisi"]["desk_card"]["encoded"]
+    )
+
+    o = V["auth"]["operator"]
+    ononce = h(o["random"]["draws"][0])
+    opacked = msgpack.packb([o["origin"], o["operator"], ononce, o["ts"]], use_bin_type=True)
+    assert opacked == h(o["message"])
+    assert h(o["signed_bytes"]) == b"hotline/v1/operator-auth\x00" + opacked
+    raw_verify(
+        pub("operator/ops.alice"), b"hotline/v1/operator-auth\x00", opacked, h(o["signature"])
+    )
+    assert list(raw_unpack(h(o["challenge_request"]))) == ["v", "operator"]
+    assert list(raw_unpack(h(o["session_request"]))) == ["v", "operator", "nonce", "ts", "sig"]
+    assert raw_unpack(h(o["challenge"]))["nonce"] == ononce
+
+
+def test_webhook_signature_with_hmac() -> None:
+    w = V["webhook"]
+    body = w["body"].encode()
+    headers = w["headers"]
+    mac = hmac.new(
+        h(w["secret"]), headers["X-Hotline-Timestamp"].encode() + b"." + body, hashlib.sha256
+    ).hexdigest()
+    assert headers["X-Hotline-Signature"] == "sha256=" + mac
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Idempotency-Key"] == "hotline-relay-1:1:pager"
+    assert re.fullmatch(r"\d{10}", headers["X-Hotline-Timestamp"])
+    alert = json.loads(body)
+    assert json.dumps(alert, sort_keys=True).encode() == body  # sorted keys, default separators
+    assert list(alert) == sorted(alert)
+    assert (alert["version"], alert["status"], alert["receiver"]) == ("4", "firing", "pager")
+    assert alert["groupKey"] == '{}:{notice_id="102030405060708090a0b0c0d0e0f001"}'
+    assert alert["groupLabels"] == {"notice_id": "102030405060708090a0b0c0d0e0f001"}
+    assert alert["truncatedAlerts"] == 0
+    [one] = alert["alerts"]
+    assert (
+        one["labels"]
+        == alert["commonLabels"]
+        == {
+            "alertname": "HotlineNoticeUnacknowledged",
+            "notice_id": "102030405060708090a0b0c0d0e0f001",
+            "sender": "us.caisi",
+            "recipient": "cn.mss",
+            "severity": "critical",
+            "status": "actual",
+            "track": "ack",
+            "level": "1",
+            "relay": "hotline-relay-1",
+        }
+    )
+    assert one["annotations"] == alert["commonAnnotations"]
+    assert set(one["annotations"]) == {"summary", "delivered", "missed_levels", "exercise"}
+    assert one["startsAt"] == "2026-09-21T14:38:20.800+00:00"
+    assert one["endsAt"] == "0001-01-01T00:00:00Z"
+    assert one["fingerprint"] == "102030405060708090a0b0c0d0e0f001-cn.mss"
+    assert one["generatorURL"] == alert["externalURL"] == "https://hotline.example.org"
+
+
+def test_escalation_log_line() -> None:
+    line = V["escalation_log_line"]
+    record = json.loads(line)
+    assert json.dumps(record, sort_keys=True) == line
+    st = raw_unpack(h(V["escalations"]["escalated"]["body"]))
+    assert record == {
+        "event": "notice.escalated",
+        "escalation_id": 1,
+        "relay": "hotline-relay-1",
+        "notice_id": st["notice_id"].hex(),
+        "sender": st["sender"],
+        "recipient": st["recipient"],
+        "severity": st["severity"],
+        "status": st["status"],
+        "exercise": False,
+        "track": st["track"],
+        "level": st["level"],
+        "missed_levels": st["missed_levels"],
+        "deadline": "2026-09-21T14:38:20.800+00:00",
+        "at": "2026-09-21T14:38:21.050+00:00",
+        "overdue_ms": st["at"] - st["deadline"],
+        "delivered": st["delivered"],
+        "final": st["final"],
+        "contacts": ["cn.duty"],
+        "webhooks": ["pager"],
+    }
+
+
 # ============================================================== (d) fingerprints
 
 
@@ -614,3 +1143,35 @@ def test_fingerprint_by_hand(label: str) -> None:
     assert by_hand == V["keys"][label]["fingerprint"]
     assert fingerprint(kind, name, key) == by_hand
     assert len(by_hand) == 35
+
+
+# ============================================================== (e) the page and the relay
+
+
+def _relay_routes() -> set[tuple[str, str]]:
+    from relay.app import make_app
+    from relay.config import Limits
+
+    fake = SimpleNamespace(config=SimpleNamespace(limits=Limits()))
+    app = make_app(fake, SimpleNamespace())  # type: ignore[arg-type]
+    return {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+
+
+def test_protocol_md_documents_every_http_route() -> None:
+    text = PROTOCOL_PATH.read_text(encoding="utf-8")
+    routes = _relay_routes()
+    assert ("GET", "/v1/stream") in routes and ("GET", "/v1/ops/watch") in routes
+    for method, path in sorted(routes):
+        assert f"`{method} {path}`" in text, f"{method} {path} is not in PROTOCOL.md"
+
+
+def test_protocol_md_documents_every_error_status() -> None:
+    text = PROTOCOL_PATH.read_text(encoding="utf-8")
+    for code, status in STATUS_BY_CODE.items():
+        assert re.search(rf"\| `{code}` \| {status} \|", text), (
+            f"{code} -> {status} is not in the status table of PROTOCOL.md"
+        )
