@@ -70,6 +70,10 @@ class OpsClient:
             async with self.http.post(self.url + "/v1/ops/challenge", headers=MSGPACK,
                                       data=OperatorChallengeRequest(self.name).encode()) as r:
                 ch = Challenge.decode(await _check(r))
+            if ch.origin.rstrip("/") != self.url:
+                raise OpsError(f"the relay at {self.url} asks to sign a login for "
+                               f"{ch.origin!r}; refusing (wrong --relay URL, or a relay in the "
+                               "middle)", code="origin_mismatch")
             ts = now_ms()
             sig = self.key.sign(operator_auth_message(ch.origin, self.name, ch.nonce, ts)).signature
             async with self.http.post(self.url + "/v1/ops/session", headers=MSGPACK,

@@ -151,7 +151,8 @@ class FederationRoot:
             "federation root",
         )
         body = blob(max_size=MAX_DOC_BYTES)(outer[0], "federation root.body")
-        sig_list = list_of(lambda v, p: codec.array(v, 2, p), max_items=MAX_MEMBERS)(
+        sig_list = list_of(lambda v, p: codec.array(v, 2, p),
+                           max_items=MAX_MEMBERS * MAX_SIGNATURES_PER_COUNTRY)(
             outer[1], "federation root.signatures"
         )
         value = codec.unpack(body, what="federation root body", max_bytes=MAX_DOC_BYTES)

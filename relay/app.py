@@ -66,6 +66,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             )
         return await handler(request)
     except RelayError as exc:
+        relay.metrics.rejected.labels(exc.code).inc()
         if exc.status == 401:
             relay.log.info(
                 "auth.failed",
@@ -85,6 +86,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             retry_after=5,
         )
     except HotlineError as exc:
+        relay.metrics.rejected.labels(exc.code).inc()
         return _error(status_for(exc.code), exc.code, exc.message, request_id)
     except web.HTTPRequestEntityTooLarge as exc:
         return _error(413, "body_too_large", exc.text or "request body too large", request_id)
@@ -172,11 +174,21 @@ async def federation_root(request: web.Request) -> web.Response:
     return _msgpack(request.app[RELAY].trust.root.encode())
 
 
+def client_address(request: web.Request) -> str:
+    """The address per-address limits apply to (the proxy's X-Forwarded-For if trusted)."""
+    if request.app[RELAY].config.limits.trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[-1].strip()[:64]
+    return request.remote or "?"
+
+
 def _auth_limit(request: web.Request) -> None:
     relay = request.app[RELAY]
-    wait = request.app[AUTH_RATE].take(request.remote or "?", relay.clock.now_ms())
+    wait = request.app[AUTH_RATE].take(client_address(request), relay.clock.now_ms())
     if wait > 0:
-        raise RelayError(429, "rate_limited", "too many logins from this address", retry_after=wait)
+        raise RelayError(429, "rate_limited", "too many logins from this address",
+                         retry_after=wait)
 
 
 async def challenge(request: web.Request) -> web.Response:

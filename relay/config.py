@@ -50,6 +50,9 @@ class Limits:
     heartbeat_s: float = 20.0
     #: Seconds an idle keep-alive HTTP connection stays open.
     keepalive_timeout_s: float = 30.0
+    #: Behind a proxy: take the client address for per-address limits from the last
+    #: X-Forwarded-For entry (the one the proxy added). Only with a proxy that sets it.
+    trust_forwarded_for: bool = False
     #: Seconds a new connection has to send its first request's headers (slowloris).
     header_timeout_s: float = 10.0
 

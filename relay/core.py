@@ -92,10 +92,17 @@ class ConfigRouting:
                      if level >= h.from_level and not (h.real_only and status != "actual"))
 
 
+#: How often a desk's count of unacknowledged notices is read from the store.
+PENDING_RECOUNT_MS = 5_000
+#: A recipient's verified card is re-verified this often (EK expiry, root expiry).
+CARD_RECHECK_MS = 60_000
+
+
 @dataclass
 class _CachedCard:
     card: bytes
     verified: VerifiedDesk
+    checked_at: int
 
 
 class Relay:
@@ -116,6 +123,8 @@ class Relay:
         self._confirm_rate = Buckets(lim.confirmations_per_minute)
         self._cards: dict[str, _CachedCard] = {}
         self._background: set[asyncio.Task[None]] = set()
+        #: desk -> (unacknowledged (notice, recipient) pairs it sent, when counted).
+        self._pending: dict[str, tuple[int, int]] = {}
         self.metrics = metrics or Metrics()
         self.stamper = RelayStamper(config.relay_id, key)
         self.routing = ConfigRouting(config)
@@ -131,6 +140,19 @@ class Relay:
             raise RelayError(429, "rate_limited", f"{what} limit reached for {key}; retry later",
                              retry_after=min(wait, 3600.0))
 
+    def _limit_pending(self, desk: str, now: int, pairs: int) -> None:
+        """Refuse a desk that has too many notices nobody acknowledged yet (recounted from
+        the store every few seconds; counted up in between)."""
+        count, counted_at = self._pending.get(desk, (0, -PENDING_RECOUNT_MS))
+        if now - counted_at >= PENDING_RECOUNT_MS:
+            count, counted_at = self.store.pending_sent(desk), now
+        limit = self.config.limits.max_pending_per_desk
+        if count + pairs > limit:
+            raise RelayError(429, "rate_limited",
+                             f"{desk} has {count} unacknowledged notice deliveries; the limit "
+                             f"is {limit}", retry_after=PENDING_RECOUNT_MS / 1000)
+        self._pending[desk] = (count + pairs, counted_at)
+
     def recipient(self, desk: str, now: int) -> VerifiedDesk:
         """The verified keys of a recipient desk, from the card it last logged in with."""
         card = self.store.get_card(desk)
@@ -138,9 +160,10 @@ class Relay:
             raise RelayError(400, "bad_recipients",
                              f"recipient {desk} is unknown to this relay (it has never logged in)")
         cached = self._cards.get(desk)
-        if cached is None or cached.card != card:
+        if cached is None or cached.card != card or now - cached.checked_at >= CARD_RECHECK_MS:
             try:
-                cached = _CachedCard(card, self.trust.verify_card(DeskCard.decode(card), now))
+                cached = _CachedCard(card, self.trust.verify_card(DeskCard.decode(card), now),
+                                     now)
             except HotlineError as exc:
                 raise RelayError(400, "bad_recipients",
                                  f"recipient {desk} has no valid certificate: {exc}") from exc
@@ -184,6 +207,7 @@ class Relay:
                              f"the notice is from {h.sender}, but this session is {session.desk}")
         self._limit(self._notice_rate, session.desk, now, 1, "notices per minute")
         self._limit(self._byte_rate, session.desk, now, len(body), "notice bytes per minute")
+        self._limit_pending(session.desk, now, len(h.stanzas))
         check_submission(env, sender=session.verified, now=now)
         for stanza in h.stanzas:
             keys = self.recipient(stanza.to, now).encryption_keys

@@ -22,14 +22,17 @@ from relay.escalator import OPERATORS, iso, log_record
 from relay.store.base import OverdueRow
 
 
-def _operator(request: web.Request) -> str:
+def _token(request: web.Request) -> bytes:
     header = request.headers.get("Authorization", "")
     scheme, _, token_hex = header.partition(" ")
     if scheme != "Hotline" or not re.fullmatch(r"[0-9a-f]{64}", token_hex):
         raise RelayError(401, "unauthorized", "send 'Authorization: Hotline <operator token>'")
+    return bytes.fromhex(token_hex)
+
+
+def _operator(request: web.Request) -> str:
     relay = request.app[RELAY]
-    return request.app[AUTH].operator_session(bytes.fromhex(token_hex),
-                                              relay.clock.now_ms()).operator
+    return request.app[AUTH].operator_session(_token(request), relay.clock.now_ms()).operator
 
 
 def overdue_record(row: OverdueRow, now: int) -> dict[str, Any]:
@@ -83,7 +86,8 @@ async def escalations(request: web.Request) -> web.Response:
 
 async def watch(request: web.Request) -> web.StreamResponse:
     """Live escalations and resolutions, one JSON text message each."""
-    _operator(request)
+    session = request.app[AUTH].operator_session(_token(request),
+                                                 request.app[RELAY].clock.now_ms())
     relay = request.app[RELAY]
     ws = web.WebSocketResponse(heartbeat=relay.config.limits.heartbeat_s, compress=False,
                                max_msg_size=4096)
@@ -93,12 +97,17 @@ async def watch(request: web.Request) -> web.StreamResponse:
         reader = asyncio.create_task(_drain(ws))
         try:
             while not ws.closed and not reader.done():
+                now = relay.clock.now_ms()
+                if session.expires_at <= now or session.operator not in request.app[AUTH].operators:
+                    await ws.close(code=4401, message=b"operator session ended")
+                    break
                 sub.wake.clear()
                 for row in relay.store.escalations_after_id(cursor, 500):
                     await ws.send_json(log_record(row, relay.config.relay_id))
                     cursor = row.id
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sub.wake.wait(), timeout=30)
+                    await asyncio.wait_for(sub.wake.wait(), timeout=min(
+                        30, max(0.05, (session.expires_at - now) / 1000)))
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -7,12 +7,13 @@ import contextlib
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import nacl.signing
 from aiohttp import web
 
 from keys import FederationRoot, RelayCard, Revocation, TrustStore
-from keys.errors import UsageError
+from keys.errors import HotlineError, UsageError
 from keys.fingerprint import fingerprint
 from keys.keyfile import (
     MODERATE,
@@ -69,17 +70,30 @@ def init(
 
 
 def load_trust(home: Path, now: int) -> TrustStore:
+    """The pinned root (every member's signature checked, not expired) and the
+    revocations kept in the home's revocations/ folder."""
     try:
         root = FederationRoot.decode((home / "root").read_bytes())
     except FileNotFoundError as exc:
         raise UsageError(f"{home} has no pinned root: run 'hotline relay init'") from exc
-    root.check_fresh(now)
+    root.check_initial(now)
     trust = TrustStore(root)
     rev_dir = home / "revocations"
     if rev_dir.is_dir():
         for path in sorted(rev_dir.iterdir()):
             trust.add_revocation(Revocation.decode(path.read_bytes()))
     return trust
+
+
+def add_stored_revocations(trust: TrustStore, bodies: list[bytes], log: Any) -> None:
+    """Apply revocations received earlier. One signed by an authority key the current root
+    no longer lists cannot be re-verified: it is reported, not fatal (its desk's
+    certificate, from the same retired key, no longer verifies either)."""
+    for body in bodies:
+        try:
+            trust.add_revocation(Revocation.decode(body))
+        except HotlineError as exc:
+            log.warning("revocation.unverifiable", error=str(exc)[:200])
 
 
 async def serve(
@@ -111,8 +125,7 @@ async def serve(
         log.warning("relay.durability_weakened", answer_before_commit=True,
                     note="test-only setting: accepted notices are lost on any crash")
     await store.open()
-    for body in store.revocations():
-        trust.add_revocation(Revocation.decode(body))
+    add_stored_revocations(trust, store.revocations(), log)
     relay = Relay(config=cfg, store=store, trust=trust, key=key, card=card, clock=clock,
                   hub=Hub(), log=log)
     relay.metrics.watch_pending(lambda: store.counts(clock.now_ms()))

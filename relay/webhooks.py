@@ -46,7 +46,7 @@ def alert_body(row: EscalationRow, webhook: str, relay_id: str, origin: str) -> 
         else "HotlineNoticeUnanswered",
         "notice_id": row.notice_id.hex(), "sender": row.sender, "recipient": row.recipient,
         "severity": row.severity, "status": row.status, "track": row.track,
-        "level": str(row.level), "relay": relay_id,
+        "relay": relay_id,
     }
     what = "acknowledged" if row.track == "ack" else "answered"
     summary = (f"{row.severity} notice from {row.sender} to {row.recipient} not {what}: "
@@ -56,12 +56,15 @@ def alert_body(row: EscalationRow, webhook: str, relay_id: str, origin: str) -> 
                f"{(row.at - row.deadline) // 1000} s after its deadline")
     alert = {
         "status": "firing" if firing else "resolved", "labels": labels,
-        "annotations": {"summary": summary, "delivered": str(row.delivered).lower(),
+        # The level is an annotation, not a label: every level of one ladder is one alert,
+        # which the resolution then clears.
+        "annotations": {"summary": summary, "level": str(row.level),
+                        "delivered": str(row.delivered).lower(),
                         "missed_levels": str(row.missed_levels),
                         "exercise": str(row.status != "actual").lower()},
         "startsAt": iso(row.deadline),
         "endsAt": iso(row.at) if not firing else "0001-01-01T00:00:00Z",
-        "generatorURL": origin, "fingerprint": f"{row.notice_id.hex()}-{row.recipient}",
+        "generatorURL": origin, "fingerprint": f"{row.notice_id.hex()}-{row.recipient}-{row.track}",
     }
     return {"version": "4", "groupKey": f"{{}}:{{notice_id=\"{row.notice_id.hex()}\"}}",
             "truncatedAlerts": 0, "status": alert["status"], "receiver": webhook,

@@ -1,9 +1,512 @@
-"""``hotline send|inbox|show|ack|watch|status``: a desk's daily work."""
+"""``hotline send|inbox|show|ack|watch|status``: a desk's daily work.
+
+Parse, call :class:`client.client.HotlineClient`, render. Listings print one line per item,
+or with ``--json`` one JSON object per line. The relay URL comes from ``--relay`` (repeat
+it for several URLs of one relay), else $HOTLINE_RELAY, else ``relays`` in config.toml.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import asyncio
+import logging
+import mimetypes
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from client.cli.common import COMMON, iso, print_json
+from client.client import (
+    ConfirmationEvent,
+    EscalationEvent,
+    HotlineClient,
+    Item,
+    NoticeRejected,
+    ReceivedNotice,
+    UnknownNotice,
+)
+from client.home import now_ms
+from client.verify import NoticeStatusView, Step
+from keys.errors import UsageError
+from keys.ids import SEVERITIES, STATUSES
+from keys.receipts import RelayCard
+from keys.report import (
+    CATEGORIES,
+    DEFAULT_MAX_NOTICE_BYTES,
+    MAX_BODY,
+    TLP_LABELS,
+    Attachment,
+    IncidentReport,
+)
+
+T = TypeVar("T")
 
 
 def register(groups: Any) -> None:
-    """Register the desk commands (filled in with the client library)."""
+    """Register the desk commands."""
+    relay = argparse.ArgumentParser(add_help=False)
+    relay.add_argument(
+        "--relay", action="append", default=[], metavar="URL",
+        help="relay URL (repeatable; default $HOTLINE_RELAY, else relays in config.toml)",
+    )
+    relay.add_argument("-v", "--verbose", action="store_true", help="log each relay exchange")
+    parents = [COMMON, relay]
+
+    p = groups.add_parser("send", parents=parents, help="seal and send a notice")
+    p.add_argument("--to", action="append", required=True, metavar="DESK",
+                   help="recipient desk, e.g. cn.cac (repeatable)")
+    p.add_argument("--severity", required=True, choices=SEVERITIES)
+    p.add_argument("--title", required=True)
+    body = p.add_mutually_exclusive_group(required=True)
+    body.add_argument("--body", help="the notice's text")
+    body.add_argument("--body-file", metavar="FILE", help="read the text from FILE (- for stdin)")
+    p.add_argument("--summary", default="", help="a short summary (default: none)")
+    p.add_argument("--category", choices=CATEGORIES, default="other")
+    p.add_argument("--status", choices=STATUSES, default="actual",
+                   help="actual, or exercise/test (never paged as real; default actual)")
+    p.add_argument("--tlp", choices=TLP_LABELS, default="amber",
+                   help="Traffic Light Protocol label (default amber)")
+    p.add_argument("--lang", default="en", help="language of the text (default en)")
+    p.add_argument("--aware-at", metavar="ISO",
+                   help="when you became aware of the incident, ISO 8601 (UTC if no zone; "
+                        "default now)")
+    p.add_argument("--attach", action="append", default=[], metavar="FILE",
+                   help="attach a file (repeatable)")
+    p.add_argument("--in-reply-to", metavar="ID", help="the notice this one answers")
+    p.add_argument("--id", dest="notice_id", metavar="HEX",
+                   help="use this notice id (32 hex digits): sending again with the same id "
+                        "never duplicates the notice")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_send)
+
+    p = groups.add_parser("inbox", parents=parents,
+                          help="fetch new notices and list the received ones")
+    p.add_argument("--all", action="store_true", help="also list acknowledged notices")
+    p.add_argument("--local", action="store_true", help="do not contact the relay")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(run=cmd_inbox)
+
+    p = groups.add_parser("show", parents=parents, help="show a received notice")
+    p.add_argument("id", help="notice id (or a unique prefix of 6+ hex digits)")
+    p.add_argument("--save-attachments", metavar="DIR", help="write its attachments into DIR")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_show)
+
+    p = groups.add_parser("ack", parents=parents, help="acknowledge a received notice")
+    p.add_argument("id", help="notice id (or a unique prefix of 6+ hex digits)")
+    p.add_argument("--message", help="a short message, readable only by the sender")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_ack)
+
+    p = groups.add_parser("watch", parents=parents,
+                          help="follow the live stream: notices, receipts, acks, escalations")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(run=cmd_watch)
+
+    p = groups.add_parser("status", parents=parents,
+                          help="delivery and acknowledgement of a notice, verified")
+    p.add_argument("id", help="notice id (or a unique prefix of 6+ hex digits)")
+    p.add_argument("--json", action="store_true", help="one JSON object per recipient")
+    p.set_defaults(run=cmd_status)
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+def _setup_logging(verbose: bool) -> None:
+    logger = logging.getLogger("hotline.client")
+    if not any(getattr(h, "_hotline_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("hotline: %(message)s"))
+        handler._hotline_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def _pinned(card: RelayCard, fpr: str) -> None:
+    print(
+        f"hotline: pinned relay {card.relay_id} on first use, fingerprint {fpr}\n"
+        "hotline: compare it with the operator's out of band",
+        file=sys.stderr,
+    )
+
+
+def _client(args: argparse.Namespace) -> HotlineClient:
+    _setup_logging(getattr(args, "verbose", False))
+    return HotlineClient.from_home(
+        getattr(args, "home", None),
+        passphrase_file=getattr(args, "passphrase_file", None),
+        relays=getattr(args, "relay", None) or None,
+        on_relay_pinned=_pinned,
+    )
+
+
+def _run(args: argparse.Namespace, body: Callable[[HotlineClient], Awaitable[T]]) -> T:
+    client = _client(args)
+
+    async def main() -> T:
+        async with client:
+            return await body(client)
+
+    return asyncio.run(main())
+
+
+def iso8601(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def parse_time(value: str) -> int:
+    """UTC milliseconds from an ISO 8601 time (a time without a zone is taken as UTC)."""
+    try:
+        when = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise UsageError(
+            f"--aware-at {value!r} is not an ISO 8601 time (e.g. 2026-03-01T02:10:00Z)"
+        ) from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _read_text(path: str, what: str, limit: int) -> str:
+    try:
+        data = sys.stdin.buffer.read(limit * 4 + 1) if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {what} {path}: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} {path} is not UTF-8 text") from exc
+    if len(text) > limit:
+        raise UsageError(f"{what} {path} has {len(text)} characters; the limit is {limit}")
+    return text
+
+
+def _attachment(path: str) -> Attachment:
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size > DEFAULT_MAX_NOTICE_BYTES:
+            raise UsageError(f"attachment {path} is {size} bytes; a whole notice is limited "
+                             f"to {DEFAULT_MAX_NOTICE_BYTES}")
+        data = p.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read attachment {path}: {exc.strerror}") from exc
+    media_type = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+    return Attachment(p.name, media_type, data)
+
+
+def build_report(args: argparse.Namespace, now: int) -> IncidentReport:
+    body = args.body if args.body is not None else _read_text(args.body_file, "body file",
+                                                             MAX_BODY)
+    return IncidentReport(
+        title=args.title,
+        summary=args.summary,
+        body=body,
+        category=args.category,
+        aware_at=parse_time(args.aware_at) if args.aware_at else now,
+        tlp=args.tlp,
+        lang=args.lang,
+        attachments=tuple(_attachment(f) for f in args.attach),
+    ).validate()
+
+
+def _notice_json(n: ReceivedNotice) -> dict[str, Any]:
+    return {
+        "notice_id": n.notice_id.hex(),
+        "sender": n.sender,
+        "recipients": list(n.notice.recipients),
+        "severity": n.severity,
+        "status": n.status,
+        "title": n.report.title,
+        "category": n.report.category,
+        "tlp": n.report.tlp,
+        "created_at": iso8601(n.notice.created_at),
+        "accepted_at": iso8601(n.accepted_at),
+        "received_at": iso8601(n.received_at),
+        "acked": n.acked_at is not None,
+        "acked_at": iso8601(n.acked_at),
+        "in_reply_to": n.notice.in_reply_to.hex() if n.notice.in_reply_to else None,
+    }
+
+
+def duration(ms: int) -> str:
+    """``"42 s"``, ``"7 min"``, ``"3 h 05 min"``, ``"2 d 4 h"``."""
+    seconds = max(0, ms) // 1000
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    report = build_report(args, now_ms())
+    result = _run(args, lambda c: c.send(
+        to=args.to, severity=args.severity, notice=report, status=args.status,
+        in_reply_to=args.in_reply_to, notice_id=args.notice_id,
+    ))
+    if args.json:
+        print_json({"notice_id": result.notice_id.hex(), "accepted_at": iso8601(result.accepted_at),
+                    "duplicate": result.duplicate, "to": sorted(args.to)})
+    else:
+        again = " (already accepted earlier)" if result.duplicate else ""
+        print(f"notice {result.notice_id.hex()}")
+        print(f"accepted by the relay at {iso(result.accepted_at)}{again}")
+    return 0
+
+
+def cmd_inbox(args: argparse.Namespace) -> int:
+    async def body(client: HotlineClient) -> list[ReceivedNotice]:
+        if not args.local:
+            for item in await client.fetch():
+                if not isinstance(item, ReceivedNotice):
+                    print(f"hotline: {_line(item)}", file=sys.stderr)
+        return client.inbox(include_acked=args.all)
+
+    notices = _run(args, body)
+    for n in notices:
+        if args.json:
+            print_json(_notice_json(n))
+        else:
+            acked = "acked" if n.acked_at is not None else "NOT ACKED"
+            print(f"{n.notice_id.hex()}  {n.sender:<14} {n.severity:<8} {n.status:<8} "
+                  f"{iso(n.received_at)}  {acked:<9}  {_clip(n.report.title, 60)}")
+    if not notices and not args.json:
+        print("no notices" if args.all else "no unacknowledged notices", file=sys.stderr)
+    return 0
+
+
+def _save_attachments(n: ReceivedNotice, folder: str) -> list[str]:
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for a in n.report.attachments:
+        name = a.name if a.name not in (".", "..") else "attachment"
+        stem, suffix = os.path.splitext(name)
+        for i in range(1000):
+            path = target / (name if i == 0 else f"{stem} ({i}){suffix}")
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(a.data)
+            written.append(str(path))
+            break
+        else:
+            raise UsageError(f"too many files named like {name} in {folder}")
+    return written
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    async def body(client: HotlineClient) -> ReceivedNotice:
+        try:
+            n = client.received(args.id)
+        except UnknownNotice:
+            if not client.relays:
+                raise
+            await client.fetch()  # maybe it has just arrived
+            n = client.received(args.id)
+        client.mark_processed(n.notice_id)
+        return n
+
+    n = _run(args, body)
+    saved = _save_attachments(n, args.save_attachments) if args.save_attachments else []
+    r = n.report
+    if args.json:
+        out = _notice_json(n)
+        out.update(
+            summary=r.summary, body=r.body, aware_at=iso8601(r.aware_at), lang=r.lang,
+            contact=r.contact, countries=list(r.countries), actions=list(r.actions),
+            systems=[{"name": s.name, "version": s.version, "developer": s.developer}
+                     for s in r.systems],
+            references=[{"notice_id": x.notice_id.hex(), "relation": x.relation}
+                        for x in r.references],
+            translations=[{"lang": t.lang, "title": t.title, "summary": t.summary,
+                           "body": t.body} for t in r.translations],
+            attachments=[{"name": a.name, "media_type": a.media_type, "size": len(a.data)}
+                         for a in r.attachments],
+            saved=saved,
+        )
+        print_json(out)
+        return 0
+    print(f"notice:     {n.notice_id.hex()}")
+    print(f"from:       {n.sender}  (signature verified)")
+    print(f"to:         {', '.join(n.notice.recipients)}")
+    print(f"severity:   {n.severity}    status: {n.status}    TLP: {r.tlp.upper()}")
+    print(f"category:   {r.category}")
+    print(f"aware at:   {iso(r.aware_at)}")
+    print(f"sent:       {iso(n.notice.created_at)}  accepted: {iso(n.accepted_at)}")
+    print(f"received:   {iso(n.received_at)}")
+    acked = iso(n.acked_at) if n.acked_at is not None else "not yet (hotline ack ID)"
+    print(f"acked:      {acked}")
+    if n.notice.in_reply_to:
+        print(f"in reply to {n.notice.in_reply_to.hex()}")
+    print(f"\n{r.title}\n")
+    if r.summary:
+        print(f"{r.summary}\n")
+    if r.body:
+        print(f"{r.body}\n")
+    for label, values in (("systems", [s.name + (f" {s.version}" if s.version else "")
+                                       for s in r.systems]),
+                          ("countries", list(r.countries)), ("actions", list(r.actions))):
+        if values:
+            print(f"{label}: {'; '.join(values)}")
+    if r.contact:
+        print(f"contact: {r.contact}")
+    for t in r.translations:
+        print(f"[{t.lang}] {t.title}")
+    for a in r.attachments:
+        print(f"attachment: {a.name} ({a.media_type}, {len(a.data)} bytes)")
+    for path in saved:
+        print(f"saved {path}")
+    return 0
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    result = _run(args, lambda c: c.ack(args.id, message=args.message))
+    if args.json:
+        print_json({"notice_id": result.notice_id.hex(),
+                    "acknowledged_at": iso8601(result.acknowledged_at),
+                    "duplicate": result.duplicate})
+    else:
+        again = " (it was acknowledged already)" if result.duplicate else ""
+        print(f"acknowledged {result.notice_id.hex()} at {iso(result.acknowledged_at)}{again}")
+    return 0
+
+
+def _item_json(item: Item) -> dict[str, Any]:
+    if isinstance(item, ReceivedNotice):
+        return {"event": "notice", "redelivered": item.redelivered, **_notice_json(item)}
+    if isinstance(item, ConfirmationEvent):
+        return {"event": item.kind, "notice_id": item.notice_id.hex(),
+                "recipient": item.recipient, "at": iso8601(item.at),
+                "attested_at": iso8601(item.attested_at), "message": item.message,
+                "verified": True}
+    if isinstance(item, EscalationEvent):
+        return {"event": item.kind, "notice_id": item.notice_id.hex(), "desk": item.desk,
+                "level": item.level, "at": iso8601(item.at), "sender": item.sender,
+                "severity": item.severity, "status": item.status, "track": item.track,
+                "deadline": iso8601(item.deadline), "delivered": item.delivered,
+                "final": item.final, "verified": True}
+    return {"event": "rejected", "kind": item.kind, "notice_id": item.notice_id.hex(),
+            "seq": item.seq, "code": item.code, "reason": item.reason}
+
+
+def _line(item: Item) -> str:
+    if isinstance(item, ReceivedNotice):
+        again = " (again: not processed before)" if item.redelivered else ""
+        return (f"NOTICE     {item.notice_id.hex()} from {item.sender} "
+                f"[{item.severity}/{item.status}] {_clip(item.report.title, 60)!r}{again}")
+    if isinstance(item, ConfirmationEvent):
+        what = "DELIVERED " if item.kind == "receipt" else "ACKED     "
+        msg = f": {_clip(item.message, 80)!r}" if item.message else ""
+        return (f"{what} {item.notice_id.hex()} by {item.recipient} at "
+                f"{iso(item.attested_at)}{msg}")
+    if isinstance(item, EscalationEvent):
+        if item.kind == "resolved":
+            return f"RESOLVED   {item.notice_id.hex()} for {item.desk} at {iso(item.at)}"
+        track = f"{item.track} " if item.track else ""
+        late = (f", {duration(item.at - item.deadline)} past the {track}deadline"
+                if item.deadline is not None else "")
+        return (f"ESCALATED  {item.notice_id.hex()} for {item.desk}, level {item.level}"
+                f"{late}")
+    assert isinstance(item, NoticeRejected)
+    return (f"REJECTED   {item.notice_id.hex()} ({item.kind}, seq {item.seq}): "
+            f"{item.reason} [{item.code}]")
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be at least 1")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UsageError("--timeout must be more than 0 seconds")
+
+    async def body(client: HotlineClient) -> int:
+        seen = 0
+        async with asyncio.timeout(args.timeout):
+            async for item in client.events(follow=True):
+                if args.json:
+                    print_json(_item_json(item))
+                else:
+                    print(f"{iso(now_ms())}  {_line(item)}")
+                sys.stdout.flush()
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    break
+        return seen
+
+    try:
+        _run(args, body)
+    except TimeoutError:
+        pass  # --timeout reached: a normal end
+    return 0
+
+
+def _step_json(step: Step | None) -> dict[str, Any] | None:
+    if step is None:
+        return None
+    return {"at": iso8601(step.at), "attested_at": iso8601(step.attested_at),
+            "verified": step.verified, "problem": step.problem, "message": step.message,
+            "level": step.level, "kind": step.kind}
+
+
+def _step_text(step: Step | None) -> str:
+    if step is None:
+        return "no"
+    if not step.verified:
+        return f"UNVERIFIED ({step.problem})"
+    when = iso(step.attested_at) if step.attested_at is not None else "?"
+    return f"{when} (verified)" + (f": {step.message!r}" if step.message else "")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    view: NoticeStatusView = _run(args, lambda c: c.status(args.id))
+    nid = view.notice_id.hex()
+    if args.json:
+        for r in view.recipients:
+            print_json({
+                "notice_id": nid, "recipient": r.desk, "sender": view.sender,
+                "severity": view.severity, "status": view.status,
+                "accepted": _step_json(view.accepted), "digest_matches": view.digest_matches,
+                "delivered": _step_json(r.delivered), "acknowledged": _step_json(r.acknowledged),
+                "escalations": [_step_json(e) for e in r.escalations],
+                "verified": view.verified,
+            })
+        return 0
+    print(f"notice {nid} from {view.sender} [{view.severity}/{view.status}]")
+    print(f"  accepted:     {_step_text(view.accepted)}")
+    if view.digest_matches is False:
+        print("  WARNING: the relay's digest differs from the notice this desk holds")
+    for r in view.recipients:
+        print(f"  {r.desk}:")
+        print(f"    delivered:    {_step_text(r.delivered)}")
+        print(f"    acknowledged: {_step_text(r.acknowledged)}")
+        for e in r.escalations:
+            what = "resolved:    " if e.kind == "resolved" else f"escalated ({e.level}):"
+            print(f"    {what} {_step_text(e)}")
+    if not view.verified:
+        print("  WARNING: not every signature in this status verified", file=sys.stderr)
+        return 1
+    return 0

@@ -385,9 +385,10 @@ class SqliteStore:
 
     def unlogged_escalations(self, limit: int) -> list[EscalationRow]:
         rows = self._reader().execute(
-            "SELECT id, statement FROM escalations WHERE logged = 0 ORDER BY id LIMIT ?",
+            "SELECT id, statement, contacts, webhooks"
+            " FROM escalations WHERE logged = 0 ORDER BY id LIMIT ?",
             (limit,)).fetchall()
-        return [_from_statement(r[0], bytes(r[1])) for r in rows]
+        return [_from_statement(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
 
     async def mark_logged(self, ids: list[int]) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -408,15 +409,17 @@ class SqliteStore:
 
     def escalations_since(self, since: int, limit: int) -> list[EscalationRow]:
         rows = self._reader().execute(
-            "SELECT id, statement FROM escalations WHERE at >= ? ORDER BY id LIMIT ?",
+            "SELECT id, statement, contacts, webhooks"
+            " FROM escalations WHERE at >= ? ORDER BY id LIMIT ?",
             (since, limit)).fetchall()
-        return [_from_statement(r[0], bytes(r[1])) for r in rows]
+        return [_from_statement(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
 
     def escalations_after_id(self, after_id: int, limit: int) -> list[EscalationRow]:
         rows = self._reader().execute(
-            "SELECT id, statement FROM escalations WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, statement, contacts, webhooks"
+            " FROM escalations WHERE id > ? ORDER BY id LIMIT ?",
             (after_id, limit)).fetchall()
-        return [_from_statement(r[0], bytes(r[1])) for r in rows]
+        return [_from_statement(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
 
     async def add_revocation(self, desk: str, ik_kid: bytes, body: bytes, now: int) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -436,17 +439,20 @@ class SqliteStore:
 
     def escalations_of(self, notice_id: bytes) -> list[EscalationRow]:
         rows = self._reader().execute(
-            "SELECT id, statement FROM escalations WHERE notice_id = ? ORDER BY id",
+            "SELECT id, statement, contacts, webhooks"
+            " FROM escalations WHERE notice_id = ? ORDER BY id",
             (notice_id,)).fetchall()
-        return [_from_statement(r[0], bytes(r[1])) for r in rows]
+        return [_from_statement(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
 
     def outbox_due(self, now: int, limit: int) -> list[OutboxItem]:
         rows = self._reader().execute(
-            "SELECT o.id, o.webhook, o.attempts, x.id, x.statement FROM outbox o"
+            "SELECT o.id, o.webhook, o.attempts, x.id, x.statement, x.contacts, x.webhooks"
+            " FROM outbox o"
             " JOIN escalations x ON x.id = o.escalation_id WHERE o.done_at IS NULL"
             " AND o.failed_at IS NULL AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at"
             " LIMIT ?", (now, limit)).fetchall()
-        return [OutboxItem(r[0], r[1], r[2], _from_statement(r[3], bytes(r[4]))) for r in rows]
+        return [OutboxItem(r[0], r[1], r[2], _from_statement(r[3], bytes(r[4]), r[5], r[6]))
+                for r in rows]
 
     def outbox_next(self) -> int | None:
         row = self._reader().execute(
@@ -558,6 +564,8 @@ def _fan_out(conn: sqlite3.Connection, d: dict[str, Any], esc_id: int, kind: str
     conn.executemany("INSERT INTO outbox (escalation_id, webhook, next_attempt_at)"
                      " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                      [(esc_id, h, at) for h in hooks])
+    conn.execute("UPDATE escalations SET contacts = ?, webhooks = ? WHERE id = ?",
+                 (" ".join(contacts), " ".join(hooks), esc_id))
     return contacts, hooks
 
 
@@ -624,11 +632,13 @@ def _resolve_ladder(conn: sqlite3.Connection, d: dict[str, Any], at: int, stampe
                          delivered, True, statement, contacts, hooks)
 
 
-def _from_statement(esc_id: int, statement: bytes) -> EscalationRow:
+def _from_statement(esc_id: int, statement: bytes, contacts: str = "",
+                    webhooks: str = "") -> EscalationRow:
     st = EscalationStatement.decode(statement)
     return EscalationRow(esc_id, st.kind, st.notice_id, st.sender, st.recipient, st.track,
                          st.severity, st.status, st.level, st.missed_levels, st.deadline, st.at,
-                         st.delivered, st.final, statement)
+                         st.delivered, st.final, statement, tuple(contacts.split()),
+                         tuple(webhooks.split()))
 
 
 def _b(value: Any) -> bytes | None:

@@ -182,7 +182,8 @@ async def test_retried_until_delivered_once_with_one_key_and_valid_signature(
             assert alert["labels"] == body["commonLabels"] == {
                 "alertname": "HotlineNoticeUnacknowledged", "notice_id": env.notice_id.hex(),
                 "sender": US, "recipient": CN, "severity": "critical", "status": "actual",
-                "track": "ack", "level": "1", "relay": "test-relay"}
+                "track": "ack", "relay": "test-relay"}
+            assert alert["annotations"]["level"] == "1"
             assert alert["annotations"]["exercise"] == "false"
             assert alert["annotations"]["delivered"] == "false"
             assert alert["annotations"]["missed_levels"] == "0"
@@ -212,7 +213,8 @@ async def test_retried_until_delivered_once_with_one_key_and_valid_signature(
             (alert,) = body["alerts"]
             assert (alert["status"], alert["startsAt"], alert["endsAt"]) == (
                 "resolved", iso(NOW + CRIT_ACK), iso(acked_at))
-            assert alert["labels"]["level"] == "1"
+            assert alert["annotations"]["level"] == "1"
+            assert "level" not in alert["labels"]  # one alert per ladder, whatever the level
             assert sample(r, "hotline_webhook_deliveries_total", webhook="good") == 2
     finally:
         await r.close()

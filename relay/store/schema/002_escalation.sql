@@ -29,6 +29,8 @@ CREATE TABLE escalations (
     kind        TEXT NOT NULL,          -- 'escalated' or 'resolved'
     at          INTEGER NOT NULL,
     statement   BLOB NOT NULL,          -- the relay-signed EscalationStatement
+    contacts    TEXT NOT NULL DEFAULT '',  -- contact desks told, space-separated
+    webhooks    TEXT NOT NULL DEFAULT '',  -- webhooks queued, space-separated
     logged      INTEGER NOT NULL DEFAULT 0,
     UNIQUE (notice_id, recipient, track, level, kind)
 );

@@ -1,0 +1,723 @@
+"""``HotlineClient``: send, receive, acknowledge and follow notices, verified end to end.
+
+::
+
+    async with HotlineClient.from_home("~/.hotline") as client:
+        result = await client.send(to=["cn.cac"], severity="critical", notice=report)
+        async for n in client.notices():          # verified, decrypted, each once
+            handle(n.report)
+            await client.ack(n.notice_id, message="seen, investigating")
+
+Receiving. :meth:`HotlineClient.events` yields every verified item of this desk's stream,
+in order: :class:`ReceivedNotice` (a notice addressed to us), :class:`ConfirmationEvent`
+(a recipient's receipt or acknowledgement of a notice we sent), :class:`EscalationEvent`
+(the relay escalated or resolved a notice) and :class:`NoticeRejected` (an event that
+failed verification: it is recorded, never shown as a notice, and never stops the loop).
+:meth:`HotlineClient.notices` yields only the notices. Run one of them at a time.
+
+Each notice is yielded once: it is verified, stored (sealed) and its delivery receipt is
+sent before it is yielded; it counts as processed when the caller asks for the next item
+or acknowledges it. A notice yielded but not processed when the process stopped is yielded
+again after a restart, with ``redelivered=True``; a processed one never again.
+
+Sending. A notice is sealed to recipients' cards fetched from the relay and verified
+against this desk's pinned root (a revoked, unknown or forged key is refused), written to
+the outbox, then posted. If the post fails, the same bytes are posted again by
+:meth:`HotlineClient.resend_unconfirmed`, which runs when the client starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
+from contextlib import aclosing
+from pathlib import Path
+
+from client.connection import (
+    Clock,
+    RelayConnection,
+    RelayError,
+    RelayIdentityError,
+    RelayUnavailable,
+    RetryPolicy,
+    Sleep,
+)
+from client.home import Home, now_ms, read_passphrase, resolve_home
+from client.items import (
+    AckResult,
+    ConfirmationEvent,
+    EscalationEvent,
+    Item,
+    NoticeRejected,
+    ReceivedNotice,
+    SendResult,
+    UnknownDesk,
+    UnknownNotice,
+)
+from client.state import (
+    ClientState,
+    ConfirmationRecord,
+    OutboxRecord,
+    ReceivedRecord,
+    RejectedRecord,
+    RelayEventRecord,
+)
+from client.verify import (
+    NoticeStatusView,
+    check_attestation,
+    reopen,
+    status_view,
+    verify_confirmation,
+    verify_notice,
+    verify_relay_event,
+)
+from keys.envelope import Envelope, seal
+from keys.errors import HotlineError, MalformedInput, UntrustedKey, UsageError
+from keys.frames import Event
+from keys.ids import NOTICE_ID_BYTES, DeskId, desk_id
+from keys.primitives import Random, system_random
+from keys.receipts import MAX_ACK_MESSAGE_CHARS, Attestation, Confirmation, RelayCard
+from keys.report import IncidentReport
+from keys.secrets import DeskSecrets
+from keys.trust import DeskCard, TrustStore, VerifiedDesk
+
+log = logging.getLogger("hotline.client")
+
+RELAY_ENV = "HOTLINE_RELAY"
+#: HTTP statuses that refuse a notice for good: resending the same bytes cannot help.
+_FINAL = range(400, 500)
+_NOT_FINAL = frozenset({401, 408, 425, 429})
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class HomePin:
+    """The relay card pinned on first use, in the desk home's ``relay.card``."""
+
+    NAME = "relay.card"
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+
+    def load(self) -> RelayCard | None:
+        if not self.home.exists(self.NAME):
+            return None
+        return RelayCard.decode(self.home.read(self.NAME, "pinned relay card"))
+
+    def save(self, card: RelayCard) -> None:
+        self.home.write(self.NAME, card.encode())
+
+
+def relay_urls(home: Home, explicit: Sequence[str] | None = None) -> list[str]:
+    """Relay URLs: ``explicit`` if given, else $HOTLINE_RELAY (comma-separated), else the
+    home's config ``relays``."""
+    if explicit:
+        return list(explicit)
+    env = os.environ.get(RELAY_ENV, "")
+    urls = [u.strip() for u in env.split(",") if u.strip()]
+    if urls:
+        return urls
+    configured = home.config().get("relays", [])
+    if isinstance(configured, str):
+        configured = [configured]
+    if not isinstance(configured, list):
+        raise UsageError(f"{home.file('config.toml')}: relays must be a list of URLs")
+    return [str(u) for u in configured]
+
+
+def _recipient(value: str) -> DeskId:
+    try:
+        return desk_id(value)
+    except MalformedInput as exc:
+        raise UsageError(
+            f"recipient {str(value)[:60]!r} is not a desk id (cc.name, e.g. cn.cac)"
+        ) from exc
+
+
+def parse_notice_id(value: str | bytes) -> bytes:
+    """A notice id from its 32 hex digits (or 16 bytes)."""
+    if isinstance(value, bytes):
+        if len(value) != NOTICE_ID_BYTES:
+            raise UsageError(f"a notice id is {NOTICE_ID_BYTES} bytes, not {len(value)}")
+        return value
+    text = value.strip().lower()
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raw = b""
+    if len(raw) != NOTICE_ID_BYTES:
+        raise UsageError(f"notice id {value[:40]!r} is not {2 * NOTICE_ID_BYTES} hex digits")
+    return raw
+
+
+# ----------------------------------------------------------------------------- client
+
+
+class HotlineClient:
+    """A desk's client: one relay (at one or more URLs), durable state in the desk home."""
+
+    def __init__(
+        self,
+        secrets: DeskSecrets,
+        home: Home | str | os.PathLike[str],
+        relays: Sequence[str] = (),
+        *,
+        trust: TrustStore | None = None,
+        card: DeskCard | None = None,
+        connection: RelayConnection | None = None,
+        state: ClientState | None = None,
+        clock: Clock = now_ms,
+        sleep: Sleep = asyncio.sleep,
+        random: Random = system_random,
+        policy: RetryPolicy | None = None,
+        on_relay_pinned: Callable[[RelayCard, str], None] | None = None,
+    ) -> None:
+        """``trust`` defaults to the home's pinned root and revocations, ``card`` to the
+        home's desk card, ``state`` to ``client.db`` in the home. ``on_relay_pinned(card,
+        fingerprint)`` is called when the relay is pinned on first use."""
+        self.secrets = secrets
+        self.home = home if isinstance(home, Home) else Home(Path(home).expanduser())
+        self._clock = clock
+        self._random = random
+        self.trust = trust if trust is not None else self.home.trust(clock())
+        self._card = card
+        self.state = state if state is not None else ClientState.in_home(self.home.path)
+        self._relays = tuple(relays)
+        self._connection = connection
+        self._connection_options = (sleep, policy, on_relay_pinned)
+        self._closed = False
+
+    @property
+    def connection(self) -> RelayConnection:
+        """The relay connection, made on first use (local reads need none)."""
+        if self._connection is None:
+            sleep, policy, on_pinned = self._connection_options
+            self._connection = RelayConnection(
+                self._relays,
+                secrets=self.secrets,
+                card=self._card_bytes,
+                pin=HomePin(self.home),
+                clock=self._clock,
+                sleep=sleep,
+                policy=policy,
+                on_pinned=on_pinned,
+            )
+        return self._connection
+
+    @classmethod
+    def from_home(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        passphrase: bytes | str | None = None,
+        *,
+        relays: Sequence[str] | None = None,
+        passphrase_file: str | None = None,
+        **kwargs: object,
+    ) -> HotlineClient:
+        """Open the desk in home folder ``path`` (default $HOTLINE_HOME or ~/.hotline).
+
+        The passphrase is ``passphrase``, else read from ``passphrase_file``,
+        $HOTLINE_PASSPHRASE or a prompt. Relay URLs are ``relays``, else $HOTLINE_RELAY
+        (comma-separated), else ``relays`` in the home's config.toml.
+        """
+        home = Home(resolve_home(path))
+        if passphrase is None:
+            passphrase = read_passphrase(passphrase_file, what="desk key")
+        if isinstance(passphrase, str):
+            passphrase = passphrase.encode()
+        secrets = home.desk_secrets(passphrase)
+        cert = home.desk_cert()
+        if cert.desk != secrets.desk or cert.identity_key != bytes(secrets.identity.verify_key):
+            raise UsageError(
+                f"{home.file('desk.cert')} certifies {cert.desk} key {cert.key_id.hex()[:16]}, "
+                "not this desk's identity key: install the certificate issued for this key"
+            )
+        return cls(secrets, home, relay_urls(home, relays), **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def desk(self) -> DeskId:
+        return self.secrets.desk
+
+    @property
+    def relays(self) -> tuple[str, ...]:
+        """The relay URLs this client was given (empty: local reads only)."""
+        return self._connection.urls if self._connection is not None else self._relays
+
+    def _card_bytes(self) -> bytes:
+        card = self._card if self._card is not None else self.home.card(self._clock())
+        return card.encode()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def __aenter__(self) -> HotlineClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Resend what an earlier run left unconfirmed. A relay that cannot be reached now
+        is logged, not raised: the outbox keeps the notices for the next try."""
+        if not self.state.unconfirmed():
+            return
+        try:
+            await self.resend_unconfirmed()
+        except RelayUnavailable as exc:
+            log.warning("outbox.resend_deferred reason=%s", exc.message)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._connection is not None:
+                await self._connection.close()
+            self.state.close()
+
+    async def relay(self) -> RelayCard:
+        """The pinned relay card (fetched and pinned on first use)."""
+        return await self.connection.ensure_relay()
+
+    def _now(self) -> int:
+        return self._clock()
+
+    # ------------------------------------------------------------------ peers
+    async def card_of(self, desk: str) -> VerifiedDesk:
+        """Another desk's keys, from the card the relay serves, verified against the pinned
+        root (revocations included). A card that does not verify is refused, never
+        replaced by an older one. A verified card is kept in the home's contacts/."""
+        desk = _recipient(desk)
+        now = self._now()
+        raw = await self.connection.get_card(desk)
+        if raw is None:
+            known = " (it is among this desk's contacts)" if desk in self.home.contacts() else ""
+            raise UnknownDesk(
+                f"desk {desk} has never connected to the relay{known}: it cannot receive "
+                "notices until it does; check the id"
+            )
+        card = DeskCard.decode(raw)
+        if card.desk != desk:
+            raise UntrustedKey(f"asked for the card of {desk}, the relay served {card.desk}'s")
+        verified = self.trust.verify_card(card, now)
+        name, encoded = f"contacts/{desk}.card", card.encode()
+        if not self.home.exists(name) or self.home.read(name, "contact card") != encoded:
+            self.home.write(name, encoded)
+        return verified
+
+    # ------------------------------------------------------------------ sending
+    async def send(
+        self,
+        to: Iterable[str],
+        severity: str,
+        notice: IncidentReport,
+        status: str = "actual",
+        in_reply_to: bytes | str | None = None,
+        *,
+        notice_id: bytes | str | None = None,
+    ) -> SendResult:
+        """Seal ``notice`` to the desks ``to``, record it in the outbox, post it.
+
+        ``notice_id`` makes the send idempotent across runs: a notice already in the
+        outbox under that id is not sealed again; its stored bytes are (re)posted.
+        """
+        nid = parse_notice_id(notice_id) if notice_id is not None else None
+        if nid is not None:
+            existing = self.state.outbox(nid)
+            if existing is not None:
+                return await self._deliver(existing)
+        reply = self.resolve_id(in_reply_to) if in_reply_to is not None else None
+        recipients = list(dict.fromkeys(_recipient(d) for d in to))
+        if not recipients:
+            raise UsageError("a notice needs at least one recipient")
+        if self.desk in recipients:
+            raise UsageError("a notice cannot be addressed to its own sender")
+        verified = [await self.card_of(d) for d in recipients]
+        now = self._now()
+        env = seal(
+            notice, sender=self.secrets, recipients=verified, severity=severity, now=now,
+            status=status, in_reply_to=reply, notice_id=nid, random=self._random,
+        )
+        record = self.state.add_outbox(
+            OutboxRecord(env.notice_id, env.raw, env.digest, tuple(env.header.recipients),
+                         severity, status, now)
+        )
+        log.info("notice.sealed notice_id=%s recipients=%s severity=%s",
+                 env.notice_id.hex(), ",".join(env.header.recipients), severity)
+        return await self._deliver(record)
+
+    async def _deliver(self, record: OutboxRecord) -> SendResult:
+        nid = record.notice_id
+        if record.state == "accepted" and record.attestation is not None:
+            att = Attestation.decode(record.attestation)
+            return SendResult(nid, att.at, att, duplicate=True)
+        if record.state == "failed":
+            raise UsageError(f"the relay refused notice {nid.hex()} for good: {record.error}")
+        try:
+            accepted = await self.connection.post_notice(record.envelope)
+        except RelayUnavailable as exc:
+            raise RelayUnavailable(
+                f"{exc.detail}; notice {nid.hex()} is kept in the outbox and will be resent "
+                "with the same id", status=exc.status, url=exc.url,
+            ) from exc
+        except RelayError as exc:
+            if exc.status in _FINAL and exc.status not in _NOT_FINAL:
+                self.state.mark_failed(nid, f"{exc.code}: {exc.detail}")
+            raise
+        relay = await self.relay()
+        att = check_attestation(
+            accepted.attestation, relay, event="accepted", notice_id=nid,
+            digest=record.digest, desk=self.desk,
+        )
+        self.state.mark_accepted(nid, accepted.attestation, att.at)
+        log.info("notice.sent notice_id=%s accepted_at=%d duplicate=%s",
+                 nid.hex(), att.at, accepted.duplicate)
+        return SendResult(nid, att.at, att, accepted.duplicate)
+
+    async def resend_unconfirmed(self) -> list[SendResult]:
+        """Post again, with the same bytes, every notice not yet accepted by the relay.
+
+        A notice the relay refuses for good is marked failed and skipped; a relay that
+        cannot be reached raises RelayUnavailable (the rest stays for the next try).
+        """
+        results = []
+        for record in self.state.unconfirmed():
+            try:
+                results.append(await self._deliver(record))
+            except RelayUnavailable:
+                raise
+            except HotlineError as exc:
+                log.warning("outbox.refused notice_id=%s reason=%s",
+                            record.notice_id.hex(), exc.message)
+        return results
+
+    # ------------------------------------------------------------------ receiving
+    async def events(self, *, follow: bool = True) -> AsyncGenerator[Item, None]:
+        """Every verified item of this desk's stream, in order (see the module docstring).
+
+        First the notices an earlier run left unprocessed, then new events: with
+        ``follow`` from the live stream (for ever, reconnecting as needed), else from the
+        inbox pages available now (then the iteration ends).
+        """
+        for record in self.state.pending():
+            resumed = await self._resume(record)
+            if resumed is None:
+                continue
+            self.state.mark_yielded(resumed.notice_id)
+            yield resumed
+            self.state.mark_processed(resumed.notice_id)
+        await self._send_missing_receipts()
+        async with aclosing(self._live() if follow else self._pages()) as source:
+            async for event in source:
+                if event.seq <= self.state.cursor():
+                    continue  # replayed after a reconnection; already handled
+                item = await self.handle(event)
+                if item is None:
+                    continue
+                if isinstance(item, ReceivedNotice):
+                    self.state.mark_yielded(item.notice_id)
+                    yield item
+                    self.state.mark_processed(item.notice_id)
+                else:
+                    yield item
+
+    async def notices(self, *, follow: bool = True) -> AsyncGenerator[ReceivedNotice, None]:
+        """Only the notices of :meth:`events`; rejected events are logged and skipped."""
+        async with aclosing(self.events(follow=follow)) as items:
+            async for item in items:
+                if isinstance(item, ReceivedNotice):
+                    yield item
+
+    async def fetch(self) -> list[Item]:
+        """Handle every event available now (inbox pages), without waiting for more;
+        return what they brought. Notices stay unprocessed until yielded by
+        :meth:`notices`, acknowledged, or marked with :meth:`mark_processed`."""
+        await self._send_missing_receipts()
+        items: list[Item] = []
+        async with aclosing(self._pages()) as source:
+            async for event in source:
+                if event.seq <= self.state.cursor():
+                    continue
+                item = await self.handle(event)
+                if item is not None:
+                    items.append(item)
+        return items
+
+    async def _live(self) -> AsyncGenerator[Event, None]:
+        async with aclosing(self.connection.events(self.state.cursor)) as stream:
+            async for event in stream:
+                yield event
+
+    async def _pages(self) -> AsyncGenerator[Event, None]:
+        while True:
+            after = self.state.cursor()
+            page = await self.connection.inbox(after)
+            for event in page.events:
+                yield event
+            if page.events:
+                # Events this client ignores or could not store still move the cursor.
+                self.state.advance(max(e.seq for e in page.events))
+            if not page.more or page.next_cursor <= after:
+                return
+
+    async def handle(self, event: Event) -> Item | None:
+        """Verify and record one stream event; return what it means for the caller, or
+        None for a duplicate. Never raises for a bad event: it becomes NoticeRejected."""
+        relay = await self.relay()
+        try:
+            if event.kind == "notice":
+                return await self._on_notice(event, relay)
+            if event.kind in ("receipt", "ack"):
+                return await self._on_confirmation(event, relay)
+            return await self._on_relay_event(event, relay)
+        except (RelayUnavailable, RelayIdentityError):
+            raise  # the relay cannot be reached or is not ours: not the event's fault
+        except Exception as exc:  # a bad event never stops the loop
+            return self._reject(event, exc)
+
+    def _reject(self, event: Event, exc: Exception) -> NoticeRejected:
+        code = exc.code if isinstance(exc, HotlineError) else "internal_error"
+        reason = str(exc) or type(exc).__name__
+        self.state.add_rejected(
+            RejectedRecord(event.seq, event.kind, event.notice_id, code, reason, self._now())
+        )
+        log.warning("event.rejected seq=%d kind=%s notice_id=%s code=%s reason=%s",
+                    event.seq, event.kind, event.notice_id.hex(), code, reason)
+        return NoticeRejected(event.seq, event.kind, event.notice_id, code, reason)
+
+    async def _on_notice(self, event: Event, relay: RelayCard) -> ReceivedNotice | None:
+        known = self.state.received(event.notice_id)
+        if known is not None and event.envelope is not None and event.envelope == known.envelope:
+            self.state.advance(event.seq)  # a replay or a re-push: seen already
+            log.info("notice.duplicate notice_id=%s seq=%d", event.notice_id.hex(), event.seq)
+            return None
+        v = verify_notice(event, me=self.secrets, trust=self.trust, relay=relay)
+        if known is not None:
+            raise MalformedInput(
+                f"notice {event.notice_id.hex()} arrived again with other bytes (digest "
+                f"{v.envelope.digest.hex()[:16]}, first {known.digest.hex()[:16]})",
+                code="id_conflict",
+            )
+        h = v.envelope.header
+        now = self._now()
+        record = ReceivedRecord(
+            h.notice_id, event.seq, h.sender, h.severity, h.status, h.created_at,
+            v.attestation.at, now, v.envelope.digest, v.envelope.raw, v.signer_cert,
+            v.attestation.encode(),
+        )
+        if not self.state.add_received(record):
+            return None  # another process on this home stored it first
+        log.info("notice.received notice_id=%s sender=%s severity=%s seq=%d",
+                 h.notice_id.hex(), h.sender, h.severity, event.seq)
+        await self._send_receipt(record)
+        return ReceivedNotice(v.notice, event.seq, v.attestation.at, now)
+
+    async def _send_receipt(self, record: ReceivedRecord) -> bool:
+        """Send (again) the delivery receipt of a stored notice; False if it must wait."""
+        receipt = Confirmation.create(
+            "receipt", notice_id=record.notice_id, digest=record.digest,
+            sender=DeskId(record.sender), me=self.secrets, at=self._now(), random=self._random,
+        )
+        try:
+            accepted = await self.connection.post_confirmation(receipt.encode())
+            check_attestation(
+                accepted.attestation, await self.relay(), event="delivered",
+                notice_id=record.notice_id, digest=record.digest, desk=self.desk,
+            )
+        except Exception as exc:  # whatever failed, the notice is verified and stored
+            # The notice is verified and stored: show it anyway; the receipt is retried
+            # (at the next start of events(), notices() or fetch()).
+            log.warning("receipt.deferred notice_id=%s reason=%s", record.notice_id.hex(), exc)
+            return False
+        self.state.mark_receipt_sent(record.notice_id)
+        return True
+
+    async def _send_missing_receipts(self) -> None:
+        for record in self.state.unreceipted():
+            if not await self._send_receipt(record):
+                return  # the relay is not taking them now; the rest waits too
+
+    async def _resume(self, record: ReceivedRecord) -> ReceivedNotice | None:
+        try:
+            notice = reopen(record.envelope, record.signer_cert, record.accepted_at,
+                            me=self.secrets, trust=self.trust)
+        except HotlineError as exc:
+            log.warning("notice.unreadable notice_id=%s reason=%s",
+                        record.notice_id.hex(), exc.message)
+            self.state.mark_processed(record.notice_id)
+            return None
+        return ReceivedNotice(notice, record.seq, record.accepted_at, record.received_at,
+                              redelivered=record.yielded, acked_at=record.acked_at)
+
+    async def _sent_digest(self, notice_id: bytes) -> tuple[bytes, tuple[str, ...] | None]:
+        """Digest (and recipients) of a notice this desk sent: from the outbox, else from
+        the relay's copy, whose outer signature must be ours."""
+        record = self.state.outbox(notice_id)
+        if record is not None:
+            return record.digest, record.recipients
+        env = Envelope.decode(await self.connection.get_notice(notice_id))
+        if env.notice_id != notice_id:
+            raise MalformedInput("the relay served another notice", code="bad_value")
+        me = VerifiedDesk(self.desk, self.secrets.identity.verify_key, self.secrets.ik_kid, 0, {})
+        env.verify_outer(me)
+        return env.digest, tuple(env.header.recipients)
+
+    async def _on_confirmation(self, event: Event, relay: RelayCard) -> ConfirmationEvent:
+        if event.confirmation is None or event.attestation is None or event.signer_cert is None:
+            raise MalformedInput(f"a {event.kind} event lacks its confirmation, attestation "
+                                 "or certificate", code="missing_field")
+        digest, recipients = await self._sent_digest(event.notice_id)
+        v = verify_confirmation(
+            event.confirmation, event.attestation, event.signer_cert, trust=self.trust,
+            relay=relay, notice_id=event.notice_id, digest=digest, sender=self.desk,
+            recipients=recipients, expected_kind=event.kind,
+        )
+        c = v.confirmation
+        message = c.open_message(self.secrets) if c.message is not None else None
+        self.state.add_confirmation(
+            ConfirmationRecord(event.notice_id, c.recipient, c.kind, event.seq, c.at,
+                               v.attestation.at, event.confirmation, event.attestation)
+        )
+        log.info("notice.%s notice_id=%s recipient=%s",
+                 "delivered" if c.kind == "receipt" else "acknowledged",
+                 event.notice_id.hex(), c.recipient)
+        return ConfirmationEvent(c.kind, event.notice_id, c.recipient, c.at, v.attestation.at,
+                                 event.seq, message)
+
+    async def _on_relay_event(self, event: Event, relay: RelayCard) -> Item | None:
+        sent = self.state.outbox(event.notice_id)
+        received = self.state.received(event.notice_id)
+        digest = sent.digest if sent else received.digest if received else None
+        st = verify_relay_event(event, relay, digest)
+        item: Item | None = None
+        if (event.kind == "escalation" and event.envelope is not None and received is None
+                and st.recipient == self.desk):
+            # The relay re-pushes a notice we never acknowledged; we never stored it (its
+            # first delivery failed verification, or never came). Verify it as a notice,
+            # with the relay's acceptance taken from the notice's status.
+            status = await self.connection.get_status(event.notice_id)
+            item = await self._on_notice(
+                Event(event.seq, "notice", event.notice_id, envelope=event.envelope,
+                      attestation=status.accepted, signer_cert=event.signer_cert),
+                relay,
+            )
+        self.state.add_relay_event(
+            RelayEventRecord(event.seq, event.kind, event.notice_id, st.recipient, st.level,
+                             st.at, st.raw)
+        )
+        log.info("notice.%s notice_id=%s desk=%s level=%d",
+                 st.kind, event.notice_id.hex(), st.recipient, st.level)
+        if item is not None:
+            return item
+        return EscalationEvent(event.kind, event.notice_id, st.recipient, st.level, st.at,
+                               event.seq, sender=st.sender, severity=st.severity,
+                               status=st.status, track=st.track, deadline=st.deadline,
+                               delivered=st.delivered, final=st.final)
+
+    # ------------------------------------------------------------------ local reads
+    def received(self, notice_id: bytes | str) -> ReceivedNotice:
+        """A notice this desk received, opened again from the local store."""
+        nid = self.resolve_id(notice_id)
+        record = self.state.received(nid)
+        if record is None:
+            raise UnknownNotice(f"no notice {nid.hex()} among those this desk received")
+        notice = reopen(record.envelope, record.signer_cert, record.accepted_at,
+                        me=self.secrets, trust=self.trust)
+        return ReceivedNotice(notice, record.seq, record.accepted_at, record.received_at,
+                              redelivered=record.yielded, acked_at=record.acked_at)
+
+    def inbox(self, *, include_acked: bool = False) -> list[ReceivedNotice]:
+        """Received notices from the local store (unacknowledged ones unless
+        ``include_acked``), opened; one that no longer opens is skipped and logged."""
+        out = []
+        for record in self.state.received_list(include_acked=include_acked):
+            try:
+                notice = reopen(record.envelope, record.signer_cert, record.accepted_at,
+                                me=self.secrets, trust=self.trust)
+            except HotlineError as exc:
+                log.warning("notice.unreadable notice_id=%s reason=%s",
+                            record.notice_id.hex(), exc.message)
+                continue
+            out.append(ReceivedNotice(notice, record.seq, record.accepted_at,
+                                      record.received_at, redelivered=record.yielded,
+                                      acked_at=record.acked_at))
+        return out
+
+    def mark_processed(self, notice_id: bytes | str) -> None:
+        self.state.mark_processed(self.resolve_id(notice_id))
+
+    def resolve_id(self, value: bytes | str) -> bytes:
+        """A full notice id from 32 hex digits, or from a unique prefix of at least 6 of
+        a notice this desk sent or received."""
+        if isinstance(value, bytes) or len(value.strip()) == 2 * NOTICE_ID_BYTES:
+            return parse_notice_id(value)
+        prefix = value.strip().lower()
+        if len(prefix) < 6 or any(c not in "0123456789abcdef" for c in prefix):
+            raise UsageError(f"notice id {value[:40]!r}: give 32 hex digits or a prefix of 6+")
+        matches = self.state.find(prefix)
+        if not matches:
+            raise UnknownNotice(f"no notice with an id starting {prefix} on this desk")
+        if len(matches) > 1:
+            raise UsageError(f"{len(matches)} notices have ids starting {prefix}; give more")
+        return matches[0]
+
+    # ------------------------------------------------------------------ acknowledging
+    async def ack(self, notice_id: bytes | str, message: str | None = None) -> AckResult:
+        """Acknowledge a received notice (signed, bound to its digest); ``message`` is
+        sealed to the sender's current encryption key, so only the sender reads it."""
+        nid = self.resolve_id(notice_id)
+        record = self.state.received(nid)
+        if record is None:
+            raise UnknownNotice(
+                f"no notice {nid.hex()} among those this desk received: fetch it first "
+                "(hotline inbox)"
+            )
+        if message is not None and len(message) > MAX_ACK_MESSAGE_CHARS:
+            raise UsageError(f"the ack message is {len(message)} characters; the limit is "
+                             f"{MAX_ACK_MESSAGE_CHARS}")
+        sender_keys = await self.card_of(record.sender) if message is not None else None
+        ack = Confirmation.create(
+            "ack", notice_id=nid, digest=record.digest, sender=DeskId(record.sender),
+            me=self.secrets, at=self._now(), message=message, sender_keys=sender_keys,
+            random=self._random,
+        )
+        accepted = await self.connection.post_confirmation(ack.encode())
+        att = check_attestation(
+            accepted.attestation, await self.relay(), event="acknowledged", notice_id=nid,
+            digest=record.digest, desk=self.desk,
+        )
+        self.state.mark_acked(nid, att.at)
+        log.info("notice.acknowledged notice_id=%s sender=%s", nid.hex(), record.sender)
+        return AckResult(nid, att.at, att, accepted.duplicate)
+
+    # ------------------------------------------------------------------ status
+    async def status(self, notice_id: bytes | str) -> NoticeStatusView:
+        """The notice's status from the relay, every signature in it verified (each item
+        carries its own ``verified`` flag; ``view.verified`` sums them up)."""
+        nid = self.resolve_id(notice_id)
+        status = await self.connection.get_status(nid)
+        if status.notice_id != nid:
+            raise MalformedInput("the relay answered with the status of another notice",
+                                 code="bad_value")
+        sent = self.state.outbox(nid)
+        got = self.state.received(nid)
+        local = sent.digest if sent else got.digest if got else None
+        return status_view(status, trust=self.trust, relay=await self.relay(),
+                           me=self.secrets, local_digest=local)
+
+
+__all__ = [
+    "AckResult",
+    "ConfirmationEvent",
+    "EscalationEvent",
+    "HomePin",
+    "HotlineClient",
+    "Item",
+    "NoticeRejected",
+    "ReceivedNotice",
+    "SendResult",
+    "UnknownDesk",
+    "UnknownNotice",
+    "parse_notice_id",
+    "relay_urls",
+]

@@ -1,0 +1,145 @@
+"""What the client hands back: results of sends and acks, and the items of a desk's stream.
+
+Every item here was verified before it was made; none carries unverified data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keys.envelope import Notice
+from keys.errors import UsageError
+from keys.ids import DeskId
+from keys.receipts import Attestation
+from keys.report import IncidentReport
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    notice_id: bytes
+    #: The relay's signed acceptance time (UTC ms).
+    accepted_at: int
+    attestation: Attestation
+    #: The relay had this notice already (a resend of the same bytes).
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    notice_id: bytes
+    acknowledged_at: int
+    attestation: Attestation
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedNotice:
+    """A notice addressed to this desk, verified and decrypted."""
+
+    notice: Notice
+    seq: int
+    #: The relay's signed acceptance time (UTC ms).
+    accepted_at: int
+    received_at: int
+    #: Yielded before, but not processed before the last stop.
+    redelivered: bool = False
+    acked_at: int | None = None
+
+    @property
+    def notice_id(self) -> bytes:
+        return self.notice.notice_id
+
+    @property
+    def sender(self) -> DeskId:
+        return self.notice.sender
+
+    @property
+    def severity(self) -> str:
+        return self.notice.severity
+
+    @property
+    def status(self) -> str:
+        return self.notice.status
+
+    @property
+    def report(self) -> IncidentReport:
+        return self.notice.report
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationEvent:
+    """A recipient's verified receipt (``kind="receipt"``) or ack of a notice we sent."""
+
+    kind: str
+    notice_id: bytes
+    recipient: str
+    #: The time the recipient signed.
+    at: int
+    #: The relay's signed time of recording it.
+    attested_at: int
+    seq: int
+    #: An ack's message, decrypted (only we, the sender, can read it).
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationEvent:
+    """The relay escalated (``kind="escalation"``) or resolved a notice (verified).
+
+    ``desk`` is the recipient whose deadline passed. The fields after ``seq`` are known
+    when the relay sends an escalation statement (None from a bare attestation)."""
+
+    kind: str
+    notice_id: bytes
+    desk: str
+    level: int
+    at: int
+    seq: int
+    sender: str | None = None
+    severity: str | None = None
+    status: str | None = None
+    #: "ack" or "response": which deadline passed.
+    track: str | None = None
+    deadline: int | None = None
+    delivered: bool | None = None
+    final: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeRejected:
+    """A stream event that failed verification; recorded, never shown as a notice."""
+
+    seq: int
+    kind: str
+    notice_id: bytes
+    code: str
+    reason: str
+
+
+Item = ReceivedNotice | ConfirmationEvent | EscalationEvent | NoticeRejected
+
+
+class UnknownDesk(UsageError):
+    """No such desk is known to the relay or to this desk's contacts."""
+
+    code = "unknown_desk"
+
+
+class UnknownNotice(UsageError):
+    """No notice with this id (or id prefix) is stored on this desk."""
+
+    code = "unknown_notice"
+
+
+
+__all__ = [
+    "AckResult",
+    "ConfirmationEvent",
+    "EscalationEvent",
+    "Item",
+    "NoticeRejected",
+    "ReceivedNotice",
+    "SendResult",
+    "UnknownDesk",
+    "UnknownNotice",
+]

@@ -1,0 +1,383 @@
+"""What the client checks before it believes anything the relay hands it. Pure functions.
+
+Nothing here awaits, logs or reads a clock: each check takes the pinned relay card, the
+trust store and the times it needs, and either returns verified values or raises the
+typed error of :mod:`keys.errors` that says what did not hold.
+
+* a notice event: the relay's "accepted" attestation, the sender's certificate under the
+  pinned root, then :func:`keys.envelope.open_envelope` (signatures, binding, S4);
+* a receipt or acknowledgement of a notice we sent: the recipient's certificate, its
+  signature bound to our notice's digest and to us, and the relay's attestation;
+* an escalation or resolution: the relay's signed statement (or attestation);
+* a notice's status: every one of the above, each item flagged rather than raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from keys.envelope import Envelope, Notice, open_envelope
+from keys.errors import BadSignature, HotlineError, MalformedInput, UntrustedKey
+from keys.frames import Event, NoticeStatus, RecipientStatus
+from keys.ids import DeskId
+from keys.primitives import equal
+from keys.receipts import (
+    MAX_STATEMENT_BYTES,
+    Attestation,
+    Confirmation,
+    EscalationStatement,
+    RelayCard,
+)
+from keys.secrets import DeskSecrets
+from keys.signed import split
+from keys.trust import DeskCertificate, TrustStore
+
+#: The attestation event the relay signs for each kind of confirmation and stream event.
+ATTESTED = {
+    "receipt": "delivered",
+    "ack": "acknowledged",
+    "escalation": "escalated",
+    "resolved": "resolved",
+}
+
+
+def check_attestation(
+    raw: bytes,
+    relay: RelayCard,
+    *,
+    event: str,
+    notice_id: bytes,
+    digest: bytes | None = None,
+    desk: str | None = None,
+) -> Attestation:
+    """Decode and verify a relay attestation of ``event`` about exactly this notice."""
+    att = Attestation.decode(raw)
+    att.verify(relay, notice_id=notice_id, digest=digest)
+    if att.event != event:
+        raise BadSignature(f"the relay attests {att.event!r} where {event!r} was expected")
+    if desk is not None and att.desk != desk:
+        raise BadSignature(f"the relay's {event} attestation concerns {att.desk}, not {desk}")
+    return att
+
+
+def _require(value: bytes | None, what: str, kind: str) -> bytes:
+    if value is None:
+        raise MalformedInput(f"a {kind} event lacks its {what}", code="missing_field")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedNotice:
+    notice: Notice
+    envelope: Envelope
+    attestation: Attestation
+    signer_cert: bytes
+
+
+def verify_notice(
+    event: Event, *, me: DeskSecrets, trust: TrustStore, relay: RelayCard
+) -> VerifiedNotice:
+    """Everything a recipient checks before it shows a notice (S2-S4), in this order:
+    envelope shape; the relay's acceptance of exactly these bytes; the sender's
+    certificate under the pinned root at the attested acceptance time (revocations
+    included); then the envelope's signatures, binding and content."""
+    raw = _require(event.envelope, "envelope", "notice")
+    env = Envelope.decode(raw)
+    if env.notice_id != event.notice_id:
+        raise MalformedInput(
+            f"event names notice {event.notice_id.hex()} but carries {env.notice_id.hex()}",
+            code="bad_value",
+        )
+    att = check_attestation(
+        _require(event.attestation, "attestation", "notice"),
+        relay,
+        event="accepted",
+        notice_id=env.notice_id,
+        digest=env.digest,
+        desk=env.header.sender,
+    )
+    cert_raw = _require(event.signer_cert, "sender certificate", "notice")
+    cert = DeskCertificate.decode(cert_raw)
+    if cert.desk != env.header.sender:
+        raise UntrustedKey(
+            f"the certificate sent with notice {env.notice_id.hex()} is for {cert.desk}, "
+            f"not for its sender {env.header.sender}"
+        )
+    sender = trust.verify_signer(cert, att.at)
+    notice = open_envelope(env, me=me, sender=sender)
+    return VerifiedNotice(notice, env, att, cert_raw)
+
+
+def reopen(
+    envelope: bytes, signer_cert: bytes, accepted_at: int, *, me: DeskSecrets, trust: TrustStore
+) -> Notice:
+    """Open a stored notice again (it is kept sealed on disk), re-checking the sender's key:
+    a key revoked since it arrived is refused from now on."""
+    env = Envelope.decode(envelope)
+    sender = trust.verify_signer(DeskCertificate.decode(signer_cert), accepted_at)
+    return open_envelope(env, me=me, sender=sender)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedConfirmation:
+    confirmation: Confirmation
+    attestation: Attestation
+
+
+def verify_confirmation(
+    confirmation: bytes,
+    attestation: bytes,
+    signer_cert: bytes,
+    *,
+    trust: TrustStore,
+    relay: RelayCard,
+    notice_id: bytes,
+    digest: bytes,
+    sender: DeskId,
+    recipients: Sequence[str] | None = None,
+    expected_recipient: str | None = None,
+    expected_kind: str | None = None,
+) -> VerifiedConfirmation:
+    """Check a recipient's receipt or ack of a notice from ``sender`` with ``digest`` (S6):
+    the recipient's certificate, its signature and binding, that it was a recipient, and
+    the relay's attestation of it."""
+    conf = Confirmation.decode(confirmation)
+    if expected_kind is not None and conf.kind != expected_kind:
+        raise BadSignature(f"expected a {expected_kind}, got a {conf.kind}")
+    if expected_recipient is not None and conf.recipient != expected_recipient:
+        raise BadSignature(
+            f"this {conf.kind} is signed as {conf.recipient}, not {expected_recipient}"
+        )
+    if recipients is not None and conf.recipient not in recipients:
+        raise BadSignature(
+            f"{conf.recipient} confirms notice {notice_id.hex()}, which was not addressed to it"
+        )
+    att = check_attestation(
+        attestation,
+        relay,
+        event=ATTESTED[conf.kind],
+        notice_id=notice_id,
+        digest=digest,
+        desk=conf.recipient,
+    )
+    cert = DeskCertificate.decode(signer_cert)
+    if cert.desk != conf.recipient:
+        raise UntrustedKey(f"the certificate sent with a {conf.kind} is for {cert.desk}")
+    signer = trust.verify_signer(cert, att.at)
+    conf.verify(signer, notice_id=notice_id, digest=digest, sender=sender)
+    return VerifiedConfirmation(conf, att)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayStatement:
+    """A verified escalation or resolution, signed by the relay.
+
+    From an escalation statement (``keys.receipts.EscalationStatement``) every field is
+    known; from a plain attestation only ``kind``, ``notice_id``, ``recipient``, ``level``
+    and ``at``."""
+
+    kind: str  # "escalated" | "resolved"
+    notice_id: bytes
+    digest: bytes
+    recipient: str
+    level: int
+    at: int
+    raw: bytes
+    sender: str | None = None
+    severity: str | None = None
+    status: str | None = None
+    track: str | None = None
+    deadline: int | None = None
+    delivered: bool | None = None
+    final: bool | None = None
+
+
+def _statement_type(raw: bytes) -> str:
+    _, value = split(raw, what="relay statement", max_bytes=MAX_STATEMENT_BYTES)
+    kind = value.get("type") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) else ""
+
+
+def check_statement(
+    raw: bytes, relay: RelayCard, *, notice_id: bytes, digest: bytes | None = None
+) -> RelayStatement:
+    """Verify the relay's statement of an escalation or resolution of this notice."""
+    if _statement_type(raw) == "escalation":
+        st = EscalationStatement.decode(raw)
+        st.verify(relay)
+        if st.notice_id != notice_id:
+            raise BadSignature("escalation statement is for another notice")
+        if digest is not None and not equal(st.digest, digest):
+            raise BadSignature("escalation statement is for another version of the notice")
+        return RelayStatement(st.kind, st.notice_id, st.digest, st.recipient, st.level, st.at,
+                              raw, st.sender, st.severity, st.status, st.track, st.deadline,
+                              st.delivered, st.final)
+    att = Attestation.decode(raw)
+    att.verify(relay, notice_id=notice_id, digest=digest)
+    if att.event not in ("escalated", "resolved"):
+        raise BadSignature(f"the relay attests {att.event!r} where an escalation was expected")
+    return RelayStatement(att.event, att.notice_id, att.digest, att.desk, att.level, att.at,
+                          raw)
+
+
+def verify_relay_event(event: Event, relay: RelayCard, digest: bytes | None) -> RelayStatement:
+    """An escalation or resolution event: the relay's signed statement about one notice."""
+    st = check_statement(
+        _require(event.attestation, "statement", event.kind), relay,
+        notice_id=event.notice_id, digest=digest,
+    )
+    if ATTESTED[event.kind] != st.kind:
+        raise BadSignature(f"a {event.kind} event carries a statement of {st.kind!r}")
+    return st
+
+
+# ----------------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a notice's life as the status shows it, with what was verified.
+
+    ``at``: the time the signer put in its signed statement (None for relay-only steps);
+    ``attested_at``: the relay's signed time; ``verified``: every signature held;
+    ``problem``: what did not, if not."""
+
+    at: int | None
+    attested_at: int | None
+    verified: bool
+    problem: str | None = None
+    level: int = 0
+    message: str | None = None
+    #: For escalations: "escalated" or "resolved".
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientView:
+    desk: str
+    delivered: Step | None
+    acknowledged: Step | None
+    escalations: tuple[Step, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeStatusView:
+    notice_id: bytes
+    sender: str
+    severity: str
+    status: str
+    digest: bytes
+    accepted: Step
+    #: True/False when this desk holds the notice and compared digests; None if it cannot.
+    digest_matches: bool | None
+    recipients: tuple[RecipientView, ...]
+
+    @property
+    def verified(self) -> bool:
+        """Every signature in this status verified and the digest is the one we hold."""
+        steps = [self.accepted]
+        for r in self.recipients:
+            steps += [s for s in (r.delivered, r.acknowledged) if s is not None]
+            steps += list(r.escalations)
+        return self.digest_matches is not False and all(s.verified for s in steps)
+
+
+def _problem(exc: Exception) -> str:
+    code = getattr(exc, "code", type(exc).__name__)
+    return f"{exc} [{code}]"
+
+
+def _confirmation_step(
+    r: RecipientStatus,
+    raw: bytes | None,
+    attestation: bytes | None,
+    kind: str,
+    *,
+    status: NoticeStatus,
+    trust: TrustStore,
+    relay: RelayCard,
+    me: DeskSecrets | None,
+) -> Step | None:
+    if raw is None:
+        return None
+    try:
+        if attestation is None or r.signer_cert is None:
+            raise MalformedInput(f"the {kind} of {r.desk} comes without attestation or certificate")
+        v = verify_confirmation(
+            raw, attestation, r.signer_cert, trust=trust, relay=relay,
+            notice_id=status.notice_id, digest=status.digest, sender=status.sender,
+            expected_recipient=r.desk, expected_kind=kind,
+        )
+    except Exception as exc:  # a status shows what failed; it never stops at the first one
+        return Step(None, None, False, _problem(exc))
+    message = None
+    if me is not None and me.desk == status.sender and v.confirmation.message is not None:
+        try:
+            message = v.confirmation.open_message(me)
+        except HotlineError as exc:
+            return Step(v.confirmation.at, v.attestation.at, False, _problem(exc))
+    return Step(v.confirmation.at, v.attestation.at, True, None, message=message)
+
+
+def status_view(
+    status: NoticeStatus,
+    *,
+    trust: TrustStore,
+    relay: RelayCard,
+    me: DeskSecrets | None = None,
+    local_digest: bytes | None = None,
+) -> NoticeStatusView:
+    """Verify every signed item of a notice's status; flag each instead of raising."""
+    try:
+        att = check_attestation(
+            status.accepted, relay, event="accepted", notice_id=status.notice_id,
+            digest=status.digest, desk=status.sender,
+        )
+        accepted = Step(None, att.at, True)
+    except Exception as exc:  # flagged, like every other item
+        accepted = Step(None, None, False, _problem(exc))
+    recipients = []
+    for r in status.recipients:
+        escalations = []
+        for raw in r.escalations:
+            try:
+                e = check_statement(raw, relay, notice_id=status.notice_id,
+                                    digest=status.digest)
+                if e.recipient != r.desk:
+                    raise BadSignature(f"an escalation listed for {r.desk} concerns {e.recipient}")
+                escalations.append(Step(None, e.at, True, level=e.level, kind=e.kind))
+            except Exception as exc:  # flagged
+                escalations.append(Step(None, None, False, _problem(exc)))
+        recipients.append(
+            RecipientView(
+                r.desk,
+                _confirmation_step(r, r.receipt, r.receipt_attestation, "receipt",
+                                   status=status, trust=trust, relay=relay, me=me),
+                _confirmation_step(r, r.ack, r.ack_attestation, "ack",
+                                   status=status, trust=trust, relay=relay, me=me),
+                tuple(escalations),
+            )
+        )
+    digest_matches = None if local_digest is None else local_digest == status.digest
+    return NoticeStatusView(
+        status.notice_id, status.sender, status.severity, status.status, status.digest,
+        accepted, digest_matches, tuple(recipients),
+    )
+
+
+__all__ = [
+    "NoticeStatusView",
+    "RecipientView",
+    "RelayStatement",
+    "Step",
+    "VerifiedConfirmation",
+    "VerifiedNotice",
+    "check_attestation",
+    "check_statement",
+    "reopen",
+    "status_view",
+    "verify_confirmation",
+    "verify_notice",
+    "verify_relay_event",
+]

@@ -1,0 +1,209 @@
+"""The desk commands' arguments and local output: errors are one line, listings are JSON lines."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from client.cli.desk_cmd import duration, parse_time
+from client.cli.main import main
+from client.client import HotlineClient
+from client.home import Home
+from keys.report import Attachment
+from tests.client.fakes import FakeConnection, FakeRelay
+from tests.factory import NOW, Federation, report
+
+PASSPHRASE = "cli test passphrase"
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOTLINE_TEST_FAST_KDF", "1")
+    for name in ("HOTLINE_RELAY", "HOTLINE_PASSPHRASE", "HOTLINE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _write_home(path: Path, fed: Federation, desk: str) -> Home:
+    home = Home(path)
+    d = fed.desks[desk]
+    assert fed.root is not None
+    home.write_config({"desk": desk})
+    home.write_desk_secrets(d.secrets, PASSPHRASE.encode())
+    home.write("desk.cert", d.card.cert.encode())
+    home.write_ek_certs(list(d.card.eks))
+    home.write("root", fed.root.encode())
+    return home
+
+
+@pytest.fixture
+def desk_home(tmp_path: Path) -> tuple[Path, Path, Federation]:
+    """cn.cac's home on disk, and a passphrase file."""
+    fed = Federation.create(desks=("us.caisi", "cn.cac"))
+    home = _write_home(tmp_path / "cn.cac", fed, "cn.cac")
+    pw = tmp_path / "pw"
+    pw.write_text(PASSPHRASE + "\n")
+    return home.path, pw, fed
+
+
+def _receive_one(home: Path, fed: Federation, **report_fields: object) -> str:
+    """Have us.caisi send a notice to cn.cac and cn.cac fetch it into its client.db."""
+    return asyncio.run(_receive(home, fed, **report_fields))
+
+
+async def _receive(home: Path, fed: Federation, **report_fields: object) -> str:
+    relay = FakeRelay(fed)
+    us = HotlineClient(fed.desks["us.caisi"].secrets, home.parent / "us.caisi",
+                       connection=FakeConnection(relay, "us.caisi"), trust=fed.trust,  # type: ignore[arg-type]
+                       clock=lambda: NOW)
+    cn = HotlineClient(fed.desks["cn.cac"].secrets, home,
+                       connection=FakeConnection(relay, "cn.cac"), trust=fed.trust,  # type: ignore[arg-type]
+                       clock=lambda: NOW)
+    sent = await us.send(to=["cn.cac"], severity="critical", notice=report(**report_fields))
+    await cn.fetch()
+    await us.close()
+    await cn.close()
+    return sent.notice_id.hex()
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hotline: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("argv", "complaint"),
+    [
+        (["send", "--severity", "high", "--title", "t", "--body", "b"], "--to"),
+        (["send", "--to", "cn.cac", "--severity", "urgent", "--title", "t", "--body", "b"],
+         "invalid choice"),
+        (["send", "--to", "cn.cac", "--severity", "high", "--title", "t", "--body", "b",
+          "--body-file", "f"], "not allowed with"),
+        (["send", "--to", "cn.cac", "--severity", "high", "--title", "t"], "--body"),
+        (["send", "--to", "cn.cac", "--severity", "high", "--title", "t", "--body", "b",
+          "--status", "drill"], "invalid choice"),
+        (["watch", "--count", "many"], "invalid int"),
+        (["ack"], "id"),
+        (["status"], "id"),
+    ],
+)
+def test_bad_arguments_are_refused_by_the_parser(
+    argv: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "complaint"),
+    [
+        (["--aware-at", "yesterday"], "--aware-at 'yesterday' is not an ISO 8601 time"),
+        (["--attach", "/nonexistent/evidence.bin"], "cannot read attachment"),
+        (["--body-file", "/nonexistent/body.txt"], "cannot read body file"),
+    ],
+)
+def test_bad_send_inputs_are_one_line_errors(
+    extra: list[str], complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["send", "--to", "cn.cac", "--severity", "high", "--title", "t"]
+    body = [] if "--body-file" in extra else ["--body", "b"]
+    assert main(base + body + extra) == 2
+    assert complaint in _one_line_error(capsys)
+
+
+def test_watch_count_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["watch", "--count", "0"]) == 2
+    assert "--count must be at least 1" in _one_line_error(capsys)
+
+
+def test_network_command_without_a_relay_says_how_to_set_one(
+    desk_home: tuple[Path, Path, Federation], capsys: pytest.CaptureFixture[str]
+) -> None:
+    home, pw, _ = desk_home
+    assert main(["inbox", "--home", str(home), "--passphrase-file", str(pw)]) == 2
+    assert "no relay URL" in _one_line_error(capsys)
+
+
+def test_wrong_passphrase_is_one_line(
+    desk_home: tuple[Path, Path, Federation], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home, _, _ = desk_home
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not it")
+    assert main(["inbox", "--local", "--home", str(home), "--passphrase-file", str(wrong)]) == 1
+    assert "wrong_passphrase" in _one_line_error(capsys)
+
+
+def test_inbox_lists_received_notices_as_json_lines(
+    desk_home: tuple[Path, Path, Federation], capsys: pytest.CaptureFixture[str]
+) -> None:
+    home, pw, fed = desk_home
+    nid = _receive_one(home, fed, title="Weights on a tracker")
+    assert main(["inbox", "--local", "--json", "--home", str(home),
+                 "--passphrase-file", str(pw)]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    row = json.loads(line)
+    assert row["notice_id"] == nid and row["sender"] == "us.caisi"
+    assert row["title"] == "Weights on a tracker" and row["acked"] is False
+    assert row["severity"] == "critical"
+
+    assert main(["inbox", "--local", "--home", str(home), "--passphrase-file", str(pw)]) == 0
+    out = capsys.readouterr().out
+    assert nid in out and "NOT ACKED" in out and "Weights on a tracker" in out
+
+
+def test_show_prints_the_notice_and_saves_attachments_privately(
+    desk_home: tuple[Path, Path, Federation], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    home, pw, fed = desk_home
+    nid = _receive_one(
+        home, fed, attachments=(Attachment("hashes.txt", "text/plain", b"abc123\n"),))
+    target = tmp_path / "saved"
+    assert main(["show", nid[:10], "--json", "--save-attachments", str(target),
+                 "--home", str(home), "--passphrase-file", str(pw)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["notice_id"] == nid and shown["body"] == report().body
+    assert shown["attachments"] == [{"name": "hashes.txt", "media_type": "text/plain",
+                                     "size": 7}]
+    saved = target / "hashes.txt"
+    assert saved.read_bytes() == b"abc123\n" and stat.S_IMODE(saved.stat().st_mode) == 0o600
+    # A second save never overwrites the first file.
+    assert main(["show", nid, "--save-attachments", str(target), "--home", str(home),
+                 "--passphrase-file", str(pw)]) == 0
+    assert (target / "hashes (1).txt").read_bytes() == b"abc123\n"
+
+
+def test_show_with_a_malformed_id_is_one_line(
+    desk_home: tuple[Path, Path, Federation], capsys: pytest.CaptureFixture[str]
+) -> None:
+    home, pw, _ = desk_home
+    assert main(["show", "12z", "--home", str(home), "--passphrase-file", str(pw)]) == 2
+    assert "32 hex digits or a prefix" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("ms", "text"),
+    [(0, "0 s"), (-5, "0 s"), (59_999, "59 s"), (60_000, "1 min"), (3_599_000, "59 min"),
+     (3_600_000 + 5 * 60_000, "1 h 05 min"), (2 * 86_400_000 + 4 * 3_600_000, "2 d 4 h")],
+)
+def test_overdue_durations_read_naturally(ms: int, text: str) -> None:
+    assert duration(ms) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "ms"),
+    [("2026-09-21T00:00:00Z", 1_789_948_800_000),
+     ("2026-09-21T00:00:00", 1_789_948_800_000),  # no zone: UTC
+     ("2026-09-21T02:00:00+02:00", 1_789_948_800_000)],
+)
+def test_aware_at_parsing(value: str, ms: int) -> None:
+    assert parse_time(value) == ms
