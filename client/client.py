@@ -29,6 +29,7 @@ the outbox, then posted. If the post fails, the same bytes are posted again by
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
@@ -55,6 +56,7 @@ from client.items import (
     SendResult,
     UnknownDesk,
     UnknownNotice,
+    WatchdogOverdue,
 )
 from client.state import (
     ClientState,
@@ -73,6 +75,8 @@ from client.verify import (
     verify_notice,
     verify_relay_event,
 )
+from client.watchdog import WatchdogPolicy
+from client.watchdog import overdue as watchdog_overdue
 from keys.envelope import Envelope, seal
 from keys.errors import HotlineError, MalformedInput, UntrustedKey, UsageError
 from keys.frames import Event
@@ -156,6 +160,10 @@ def parse_notice_id(value: str | bytes) -> bytes:
 # ----------------------------------------------------------------------------- client
 
 
+#: After connecting, the watchdog waits this long for the backlog before its first look.
+WATCHDOG_SETTLE_MS = 5_000
+
+
 class HotlineClient:
     """A desk's client: one relay (at one or more URLs), durable state in the desk home."""
 
@@ -174,6 +182,7 @@ class HotlineClient:
         random: Random = system_random,
         policy: RetryPolicy | None = None,
         on_relay_pinned: Callable[[RelayCard, str], None] | None = None,
+        watchdog: WatchdogPolicy | None = None,
     ) -> None:
         """``trust`` defaults to the home's pinned root and revocations, ``card`` to the
         home's desk card, ``state`` to ``client.db`` in the home. ``on_relay_pinned(card,
@@ -189,6 +198,9 @@ class HotlineClient:
         self._connection = connection
         self._connection_options = (sleep, policy, on_relay_pinned)
         self._closed = False
+        self.watchdog_policy = watchdog or WatchdogPolicy()
+        self._watchdog_reported: set[tuple[bytes, str]] = set()
+        self._watchdog_next: int | None = None
 
     @property
     def connection(self) -> RelayConnection:
@@ -346,6 +358,18 @@ class HotlineClient:
                  env.notice_id.hex(), ",".join(env.header.recipients), severity)
         return await self._deliver(record)
 
+    async def reply(self, notice_id: bytes | str, notice: IncidentReport, *,
+                    notice_id_of_reply: bytes | str | None = None) -> SendResult:
+        """Answer a received notice substantively: a notice back to its sender that
+        references it (``in_reply_to``), with the same severity and status. It meets the
+        response deadline; the original is acknowledged first if it was not yet."""
+        original = self.received(notice_id)
+        if original.acked_at is None:
+            await self.ack(original.notice_id)
+        return await self.send(to=[original.sender], severity=original.severity,
+                               notice=notice, status=original.status,
+                               in_reply_to=original.notice_id, notice_id=notice_id_of_reply)
+
     async def _deliver(self, record: OutboxRecord) -> SendResult:
         nid = record.notice_id
         if record.state == "accepted" and record.attestation is not None:
@@ -393,7 +417,8 @@ class HotlineClient:
 
     # ------------------------------------------------------------------ receiving
     async def events(self, *, follow: bool = True) -> AsyncGenerator[Item, None]:
-        """Every verified item of this desk's stream, in order (see the module docstring).
+        """Every verified item of this desk's stream, in order (see the module docstring),
+        and the watchdog's :class:`WatchdogOverdue` items as they fall due.
 
         First the notices an earlier run left unprocessed, then new events: with
         ``follow`` from the live stream (for ever, reconnecting as needed), else from the
@@ -407,19 +432,81 @@ class HotlineClient:
             yield resumed
             self.state.mark_processed(resumed.notice_id)
         await self._send_missing_receipts()
-        async with aclosing(self._live() if follow else self._pages()) as source:
-            async for event in source:
-                if event.seq <= self.state.cursor():
-                    continue  # replayed after a reconnection; already handled
-                item = await self.handle(event)
-                if item is None:
+        if not follow:
+            # Inbox pages move the cursor page by page: consume them in step; the watchdog
+            # looks once everything available was seen.
+            async with aclosing(self._pages()) as pages:
+                async for event in pages:
+                    async for item in self._yield_event(event):
+                        yield item
+            for overdue_item in self.watchdog_check():
+                yield overdue_item
+            return
+        # The first watchdog look waits until the backlog had time to arrive, so acks and
+        # escalations received while this client was stopped are counted.
+        self._watchdog_next = self._now() + WATCHDOG_SETTLE_MS
+        # The live stream is read by its own task so that the watchdog can speak up while
+        # no event arrives.
+        queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue(maxsize=64)
+
+        async def pump() -> None:
+            try:
+                async with aclosing(self._live()) as source:
+                    async for event in source:
+                        await queue.put(event)
+                await queue.put(None)
+            except Exception as exc:  # handed to the caller below
+                await queue.put(exc)
+
+        reader = asyncio.create_task(pump())
+        try:
+            while True:
+                wait = None
+                if self._watchdog_next is not None:
+                    wait = max(0.0, (self._watchdog_next - self._now()) / 1000)
+                try:
+                    got = await asyncio.wait_for(queue.get(), timeout=wait)
+                except TimeoutError:
+                    for overdue_item in self.watchdog_check():
+                        yield overdue_item
                     continue
-                if isinstance(item, ReceivedNotice):
-                    self.state.mark_yielded(item.notice_id)
+                if got is None:
+                    return
+                if isinstance(got, BaseException):
+                    raise got
+                async for item in self._yield_event(got):
                     yield item
-                    self.state.mark_processed(item.notice_id)
-                else:
-                    yield item
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    async def _yield_event(self, event: Event) -> AsyncGenerator[Item, None]:
+        if event.seq <= self.state.cursor():
+            return  # replayed after a reconnection; already handled
+        item = await self.handle(event)
+        if item is None:
+            return
+        if isinstance(item, ReceivedNotice):
+            self.state.mark_yielded(item.notice_id)
+            yield item
+            # Processed once the caller asks for the next item.
+            self.state.mark_processed(item.notice_id)
+        else:
+            yield item
+
+    def watchdog_check(self) -> list[WatchdogOverdue]:
+        """Sent notices unacknowledged past this client's own deadline with no escalation
+        reported by the relay (each reported once per run)."""
+        now = self._now()
+        found, self._watchdog_next = watchdog_overdue(
+            self.state.watch_candidates(now - self.watchdog_policy.horizon_ms), now,
+            self.watchdog_policy, self._watchdog_reported)
+        for item in found:
+            self._watchdog_reported.add((item.notice_id, item.recipient))
+            log.warning("watchdog.overdue notice_id=%s recipient=%s severity=%s overdue_ms=%d",
+                        item.notice_id.hex(), item.recipient, item.severity, item.overdue_ms)
+        return found
 
     async def notices(self, *, follow: bool = True) -> AsyncGenerator[ReceivedNotice, None]:
         """Only the notices of :meth:`events`; rejected events are logged and skipped."""

@@ -7,14 +7,20 @@ fast test key-derivation setting; real keys never do.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+import json
 import os
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from client.cli import main as cli
+from client.home import now_ms
 
 DEMO_PASSPHRASE = "demo passphrase (throwaway keys)"  # noqa: S105 - demo keys only
 
@@ -114,13 +120,143 @@ def setup_federation(
     return homes
 
 
+DEMO_RELAY_TOML = """\
+[relay]
+id = "demo-relay"
+
+# Demo windows, so that an escalation happens while you watch. The real defaults are
+# critical 15 min / every 5 min (DESIGN.md); see deploy/relay.toml.example.
+[policy.critical]
+ack_window = "3s"
+repeat_every = "2s"
+max_level = 3
+response_window = "1h"
+"""
+
+
+class DemoRelay:
+    """A relay child process on a free loopback port, for the demo."""
+
+    def __init__(self, base: Path) -> None:
+        self.home = base / "relay"
+        hotline("relay", "init", "--home", str(self.home), "--root",
+                str(base / "federation.root"), "--id", "demo-relay")
+        (self.home / "relay.toml").write_text(DEMO_RELAY_TOML)
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "client.cli.main", "relay", "serve", "--home",
+             str(self.home), "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 20
+        for line in self.proc.stdout:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if entry.get("event") == "relay.listening":
+                    self.url = f"http://127.0.0.1:{entry['port']}"
+                    self.fingerprint = entry["fingerprint"]
+                    return
+            if time.monotonic() > deadline:
+                break
+        raise SystemExit("demo: the relay did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def _hms(ms: int) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(ms / 1000))
+
+
+async def _conversation(base: Path, relay: DemoRelay) -> None:
+    from client.client import HotlineClient
+    from client.items import ConfirmationEvent, EscalationEvent, ReceivedNotice
+    from keys import AiSystem, IncidentReport
+
+    def open_desk(name: str) -> HotlineClient:
+        return HotlineClient.from_home(base / name, DEMO_PASSPHRASE, relays=[relay.url],
+                                       on_relay_pinned=lambda card, fpr: None)
+
+    async with open_desk("us.caisi") as us, open_desk("cn.cac") as cn:
+        await us.fetch()
+        await cn.fetch()  # both desks have logged in: the relay knows their cards
+        print(f"3. A relay runs at {relay.url} (fingerprint {relay.fingerprint});")
+        print("   both desks logged in with their identity keys (no passwords).")
+
+        leak = IncidentReport(
+            title="FrontierX-3 model weights posted on a public tracker",
+            summary="Weights matching a lab release candidate appeared at 02:10 UTC.",
+            body="Hashes match. Mirrors are spreading; takedown requests under way.",
+            category="model-weights-leak", aware_at=now_ms() - 40 * 60_000, tlp="amber",
+            systems=(AiSystem("FrontierX-3", "rc2", "Example Lab"),),
+            countries=("us", "cn"), actions=("Block the listed mirrors",),
+            contact="us.caisi duty officer")
+        sent = await us.send(to=["cn.cac"], severity="critical", notice=leak)
+        print(f"\n4. us.caisi sends a CRITICAL notice {sent.notice_id.hex()[:12]}...; the relay")
+        print(f"   accepted it at {_hms(sent.accepted_at)} (a signed, fsynced attestation).")
+        for item in await cn.fetch():
+            if isinstance(item, ReceivedNotice):
+                print(f"   cn.cac received, verified and decrypted it: \"{item.report.title}\"")
+                print("   (its client sent a signed delivery receipt automatically)")
+        ack = await cn.ack(sent.notice_id, message="Seen. Blocking mirrors in our region.")
+        print(f"   cn.cac acknowledged it at {_hms(ack.acknowledged_at)}, with a message "
+              "only us.caisi can read.")
+        for item in await us.fetch():
+            if isinstance(item, ConfirmationEvent):
+                extra = f": \"{item.message}\"" if item.message else ""
+                print(f"   us.caisi sees the signed {item.kind} of {item.recipient}{extra}")
+
+        jailbreak = IncidentReport(
+            title="Jailbreak of assistant models spreading across platforms",
+            summary="A prompt chain disables safety filters on three public assistants.",
+            body="Observed since 01:30 UTC; indicators attached in the full report.",
+            category="dangerous-capability", aware_at=now_ms() - 20 * 60_000)
+        back = await cn.send(to=["us.caisi"], severity="critical", notice=jailbreak)
+        print(f"\n5. cn.cac sends a CRITICAL notice {back.notice_id.hex()[:12]}... to us.caisi,")
+        print("   and nobody at us.caisi acknowledges it. Its window here is 3 s (15 min by "
+              "default):")
+        await us.fetch()  # delivered (receipt sent), but not acknowledged
+        await asyncio.sleep(5.5)
+        for item in await cn.fetch():
+            if isinstance(item, EscalationEvent) and item.kind == "escalation":
+                print(f"   ESCALATED level {item.level} at {_hms(item.at)}: us.caisi has not "
+                      f"acknowledged (delivered: {'yes' if item.delivered else 'no'})")
+        await us.ack(back.notice_id)
+        await asyncio.sleep(0.3)
+        for item in await cn.fetch():
+            if isinstance(item, EscalationEvent) and item.kind == "resolved":
+                print(f"   RESOLVED at {_hms(item.at)}: us.caisi acknowledged, late, after "
+                      f"level {item.level}")
+        view = await cn.status(back.notice_id)
+        print(f"   every signature in its status verified: {view.verified}")
+
+    print("\n6. The operators' escalation log (metadata only, never content):")
+    for line in (relay.home / "escalations.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        print(f"   {rec['event']:<20} level {rec['level']}  {rec['sender']} -> "
+              f"{rec['recipient']}  {rec['severity']}  overdue {rec['overdue_ms']} ms")
+
+
 def run() -> int:
     with tempfile.TemporaryDirectory(prefix="hotline-demo-") as tmp, _demo_env():
         base = Path(tmp)
-        print("Hotline demo: two countries, one desk each, in", base)
+        print("Hotline demo: two countries, one desk each, a relay, in", base)
         print("1. Each country creates an offline authority key; both sign the federation root;")
         print("   each desk is certified by its own country's authority:")
         setup_federation(base)
         print("2. Each desk verified the other's card against the pinned root.")
-        print("Done. The folders are removed on exit.")
+        relay = DemoRelay(base)
+        relay.start()
+        try:
+            asyncio.run(_conversation(base, relay))
+        finally:
+            relay.stop()
+        print("\nDone. Everything ran on this machine; the folders are removed on exit.")
     return 0

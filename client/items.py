@@ -116,7 +116,21 @@ class NoticeRejected:
     reason: str
 
 
-Item = ReceivedNotice | ConfirmationEvent | EscalationEvent | NoticeRejected
+@dataclass(frozen=True, slots=True)
+class WatchdogOverdue:
+    """By this client's own clock, ``recipient`` has not acknowledged a notice we sent,
+    past its deadline, and the relay has reported no escalation: the relay may have
+    stopped escalating. Raised once per (notice, recipient) per client run."""
+
+    notice_id: bytes
+    recipient: str
+    severity: str
+    status: str
+    deadline: int
+    overdue_ms: int
+
+
+Item = ReceivedNotice | ConfirmationEvent | EscalationEvent | NoticeRejected | WatchdogOverdue
 
 
 class UnknownDesk(UsageError):
@@ -142,4 +156,5 @@ __all__ = [
     "SendResult",
     "UnknownDesk",
     "UnknownNotice",
+    "WatchdogOverdue",
 ]

@@ -419,6 +419,22 @@ class ClientState:
             )
         return [_outbox(r) for r in rows]
 
+    def watch_candidates(self, since: int) -> list[tuple[bytes, str, str, str, int]]:
+        """``(notice_id, recipient, severity, status, accepted_at)`` for every recipient of a
+        notice this desk sent (accepted since ``since``) that has not acknowledged it and
+        whose escalation the relay has not reported: what the watchdog keeps an eye on."""
+        out = []
+        rows = self._db.execute(
+            "SELECT notice_id, recipients, severity, status, accepted_at FROM outbox"
+            " WHERE state = 'accepted' AND accepted_at >= ?", (since,)).fetchall()
+        for nid, recipients, severity, status, accepted_at in rows:
+            done = {r for (r,) in self._db.execute(
+                "SELECT recipient FROM confirmations WHERE notice_id = ? AND kind = 'ack'"
+                " UNION SELECT desk FROM relay_events WHERE notice_id = ?", (nid, nid))}
+            out.extend((bytes(nid), str(r), str(severity), str(status), int(accepted_at))
+                       for r in json.loads(str(recipients)) if r not in done)
+        return out
+
     def unconfirmed(self) -> list[OutboxRecord]:
         """Sent notices the relay has not (yet, to our knowledge) accepted."""
         return self.outbox_list("unconfirmed")

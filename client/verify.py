@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from keys.envelope import Envelope, Notice, open_envelope
 from keys.errors import BadSignature, HotlineError, MalformedInput, UntrustedKey
@@ -272,6 +273,8 @@ class NoticeStatusView:
     #: True/False when this desk holds the notice and compared digests; None if it cannot.
     digest_matches: bool | None
     recipients: tuple[RecipientView, ...]
+    #: The relay's frozen deadline policy per recipient (as it reports it; not signed).
+    policy: dict[str, Any] | None = None
 
     @property
     def verified(self) -> bool:
@@ -362,7 +365,7 @@ def status_view(
     digest_matches = None if local_digest is None else local_digest == status.digest
     return NoticeStatusView(
         status.notice_id, status.sender, status.severity, status.status, status.digest,
-        accepted, digest_matches, tuple(recipients),
+        accepted, digest_matches, tuple(recipients), status.policy,
     )
 
 

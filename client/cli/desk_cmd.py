@@ -40,6 +40,7 @@ from keys.report import (
     TLP_LABELS,
     Attachment,
     IncidentReport,
+    Reference,
 )
 
 T = TypeVar("T")
@@ -81,6 +82,18 @@ def register(groups: Any) -> None:
                         "never duplicates the notice")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_send)
+
+    p = groups.add_parser("reply", parents=parents,
+                          help="answer a received notice (meets its response deadline)")
+    p.add_argument("id", help="the notice answered (or a unique prefix of 6+ hex digits)")
+    p.add_argument("--title", help="default: 'Re: ' and the original title")
+    body = p.add_mutually_exclusive_group(required=True)
+    body.add_argument("--body", help="the reply's text")
+    body.add_argument("--body-file", metavar="FILE", help="read the text from FILE (- for stdin)")
+    p.add_argument("--summary", default="")
+    p.add_argument("--attach", action="append", default=[], metavar="FILE")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_reply)
 
     p = groups.add_parser("inbox", parents=parents,
                           help="fetch new notices and list the received ones")
@@ -273,6 +286,31 @@ def cmd_send(args: argparse.Namespace) -> int:
         again = " (already accepted earlier)" if result.duplicate else ""
         print(f"notice {result.notice_id.hex()}")
         print(f"accepted by the relay at {iso(result.accepted_at)}{again}")
+    return 0
+
+
+def cmd_reply(args: argparse.Namespace) -> int:
+    text = args.body if args.body is not None else _read_text(args.body_file, "body file",
+                                                             MAX_BODY)
+
+    async def body(client: HotlineClient) -> Any:
+        original = client.received(args.id)
+        report = IncidentReport(
+            title=args.title or _clip("Re: " + original.report.title, 200),
+            summary=args.summary, body=text, category=original.report.category,
+            aware_at=now_ms(), tlp=original.report.tlp, lang=original.report.lang,
+            references=(Reference(original.notice_id, "reply"),),
+            attachments=tuple(_attachment(f) for f in args.attach)).validate()
+        return original, await client.reply(original.notice_id, report)
+
+    original, result = _run(args, body)
+    if args.json:
+        print_json({"notice_id": result.notice_id.hex(), "in_reply_to": original.notice_id.hex(),
+                    "to": original.sender, "accepted_at": iso8601(result.accepted_at)})
+    else:
+        print(f"reply {result.notice_id.hex()} to {original.sender}, answering "
+              f"{original.notice_id.hex()}")
+        print(f"accepted by the relay at {iso(result.accepted_at)}")
     return 0
 
 
@@ -481,6 +519,16 @@ def _step_text(step: Step | None) -> str:
     return f"{when} (verified)" + (f": {step.message!r}" if step.message else "")
 
 
+def _span(ms: object) -> str:
+    if not isinstance(ms, int) or ms <= 0:
+        return "?"
+    s = ms // 1000
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if s >= size and s % size == 0:
+            return f"{s // size} {unit}"
+    return f"{s} s"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     view: NoticeStatusView = _run(args, lambda c: c.status(args.id))
     nid = view.notice_id.hex()
@@ -492,6 +540,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "accepted": _step_json(view.accepted), "digest_matches": view.digest_matches,
                 "delivered": _step_json(r.delivered), "acknowledged": _step_json(r.acknowledged),
                 "escalations": [_step_json(e) for e in r.escalations],
+                "policy": (view.policy or {}).get(r.desk),
                 "verified": view.verified,
             })
         return 0
@@ -506,6 +555,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         for e in r.escalations:
             what = "resolved:    " if e.kind == "resolved" else f"escalated ({e.level}):"
             print(f"    {what} {_step_text(e)}")
+        p = (view.policy or {}).get(r.desk)
+        if isinstance(p, dict):
+            response = p.get("response_window_ms")
+            print(f"    policy:       ack within {_span(p.get('ack_window_ms'))}, escalate every "
+                  f"{_span(p.get('repeat_ms'))} up to level {p.get('max_level')}, response "
+                  f"{'within ' + _span(response) if response else 'not required'} "
+                  "(frozen at acceptance)")
     if not view.verified:
         print("  WARNING: not every signature in this status verified", file=sys.stderr)
         return 1
