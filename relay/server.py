@@ -106,6 +106,12 @@ async def serve(
     """Run the relay until SIGINT/SIGTERM."""
     logs.configure(cfg.log_level)
     log = logs.get()
+    from aiohttp import http_parser
+
+    if http_parser.HttpRequestParser.__module__ != "aiohttp._http_parser":
+        # Several request-smuggling bugs affected only the pure-Python parser.
+        raise UsageError("aiohttp runs without its C HTTP parser (AIOHTTP_NO_EXTENSIONS set, "
+                         "or no compiled wheel); the relay refuses to run on the Python one")
     clock = clock or SystemClock()
     now = clock.now_ms()
     name, key = decode_signing_key(read_key_file(cfg.home / "relay.key", passphrase, kind="relay"))
