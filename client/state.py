@@ -423,7 +423,7 @@ class ClientState:
         """``(notice_id, recipient, severity, status, accepted_at)`` for every recipient of a
         notice this desk sent (accepted since ``since``) that has not acknowledged it and
         whose escalation the relay has not reported: what the watchdog keeps an eye on."""
-        out = []
+        out: list[tuple[bytes, str, str, str, int]] = []
         rows = self._db.execute(
             "SELECT notice_id, recipients, severity, status, accepted_at FROM outbox"
             " WHERE state = 'accepted' AND accepted_at >= ?", (since,)).fetchall()

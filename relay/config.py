@@ -191,15 +191,15 @@ def load(
     top_fields = {
         f.name: f.default
         for f in dataclasses.fields(RelayConfig)
-        if f.name not in ("home", "limits")
+        if f.name not in ("home", "limits", "policy", "contacts", "webhooks", "operators")
     }
     renamed = {"id": "relay_id"}
     values: dict[str, Any] = {}
-    for key, value in top.items():
-        key = renamed.get(key, key)
-        if key not in top_fields:
-            raise UsageError(f"unknown setting relay.{key}")
-        values[key] = _coerce(f"relay.{key}", value, top_fields[key])
+    for raw_key, value in top.items():
+        name = renamed.get(raw_key, raw_key)
+        if name not in top_fields:
+            raise UsageError(f"unknown setting relay.{name}")
+        values[name] = _coerce(f"relay.{name}", value, top_fields[name])
     config = RelayConfig(home=home, limits=limits, policy=PolicyTable.parse(raw.get("policy")),
                          contacts=_contacts(raw.get("escalation", {})),
                          webhooks=_webhooks(raw.get("webhooks", []), env),

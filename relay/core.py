@@ -27,6 +27,7 @@ from keys import (
 )
 from keys.errors import HotlineError
 from keys.frames import Accepted, Event, InboxPage, NoticeStatus, RecipientStatus
+from keys.ids import DeskId
 from keys.primitives import equal
 from keys.receipts import EscalationStatement
 from relay import faults
@@ -288,7 +289,7 @@ class Relay:
         for row in self.store.escalations_of(notice_id):
             escalations.setdefault(row.recipient, []).append(row.statement)
         recipients = tuple(
-            RecipientStatus(d.recipient, d.signer_cert, d.receipt, d.receipt_attestation,
+            RecipientStatus(DeskId(d.recipient), d.signer_cert, d.receipt, d.receipt_attestation,
                             d.ack, d.ack_attestation, tuple(escalations.get(d.recipient, ())))
             for d in self.store.deliveries(notice_id))
         policy = (codec.unpack(n.policy, what="stored policy", max_bytes=1 << 20)

@@ -24,11 +24,11 @@ from client.client import (
     EscalationEvent,
     HotlineClient,
     Item,
-    NoticeRejected,
     ReceivedNotice,
     UnknownNotice,
 )
 from client.home import now_ms
+from client.items import WatchdogOverdue
 from client.verify import NoticeStatusView, Step
 from keys.errors import UsageError
 from keys.ids import SEVERITIES, STATUSES
@@ -448,6 +448,11 @@ def _item_json(item: Item) -> dict[str, Any]:
                 "severity": item.severity, "status": item.status, "track": item.track,
                 "deadline": iso8601(item.deadline), "delivered": item.delivered,
                 "final": item.final, "verified": True}
+    if isinstance(item, WatchdogOverdue):
+        return {"event": "watchdog_overdue", "notice_id": item.notice_id.hex(),
+                "recipient": item.recipient, "severity": item.severity,
+                "status": item.status, "deadline": iso8601(item.deadline),
+                "overdue_ms": item.overdue_ms}
     return {"event": "rejected", "kind": item.kind, "notice_id": item.notice_id.hex(),
             "seq": item.seq, "code": item.code, "reason": item.reason}
 
@@ -470,7 +475,10 @@ def _line(item: Item) -> str:
                 if item.deadline is not None else "")
         return (f"ESCALATED  {item.notice_id.hex()} for {item.desk}, level {item.level}"
                 f"{late}")
-    assert isinstance(item, NoticeRejected)
+    if isinstance(item, WatchdogOverdue):
+        return (f"OVERDUE    {item.notice_id.hex()} to {item.recipient} [{item.severity}]: "
+                f"not acknowledged {duration(item.overdue_ms)} past its deadline by this "
+                "desk's own clock, and the relay reported no escalation")
     return (f"REJECTED   {item.notice_id.hex()} ({item.kind}, seq {item.seq}): "
             f"{item.reason} [{item.code}]")
 
