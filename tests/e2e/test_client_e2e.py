@@ -1,0 +1,173 @@
+"""The client library and the desk CLI against a real relay process on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from contextlib import aclosing
+from pathlib import Path
+
+import pytest
+
+from client.client import HotlineClient
+from client.items import ConfirmationEvent, EscalationEvent, ReceivedNotice
+from client.sync import HotlineSync
+from tests.factory import report
+from tests.relay_harness import PASSPHRASE, TEST_ENV, RelayProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def open_desk(federation: dict[str, Path], relay: RelayProcess, name: str) -> HotlineClient:
+    return HotlineClient.from_home(federation[name], PASSPHRASE, relays=[relay.url])
+
+
+async def _login_all(federation: dict[str, Path], relay: RelayProcess) -> None:
+    for name in federation:
+        async with open_desk(federation, relay, name) as c:
+            await c.fetch()  # logs in: the relay learns the desk's card
+
+
+async def test_send_push_receipt_ack_status(federation: dict[str, Path],
+                                            relay: RelayProcess) -> None:
+    """A notice to two desks is pushed live to both; receipts and acks reach the sender,
+    and its status shows every step verified."""
+    await _login_all(federation, relay)
+    async with open_desk(federation, relay, "us.caisi") as us, \
+            open_desk(federation, relay, "cn.cac") as cn, \
+            open_desk(federation, relay, "cn.mss") as mss:
+        sent = await us.send(to=["cn.cac", "cn.mss"], severity="high", notice=report())
+
+        async def first_notice(client: HotlineClient) -> ReceivedNotice:
+            async with aclosing(client.notices()) as live:
+                async for n in live:
+                    return n
+            raise AssertionError("stream ended")
+
+        got = await asyncio.wait_for(asyncio.gather(first_notice(cn), first_notice(mss)), 20)
+        assert {n.notice_id for n in got} == {sent.notice_id}
+        assert got[0].report == report()
+        await cn.ack(sent.notice_id, message="seen")
+        await mss.ack(sent.notice_id)
+        items = await us.fetch()
+        kinds = sorted((i.kind, i.recipient) for i in items if isinstance(i, ConfirmationEvent))
+        assert kinds == [("ack", "cn.cac"), ("ack", "cn.mss"),
+                         ("receipt", "cn.cac"), ("receipt", "cn.mss")]
+        assert [i.message for i in items
+                if isinstance(i, ConfirmationEvent) and i.kind == "ack"
+                and i.recipient == "cn.cac"] == ["seen"]
+        view = await us.status(sent.notice_id)
+        assert view.verified and view.digest_matches
+        assert all(r.acknowledged is not None for r in view.recipients)
+        assert view.policy is not None and set(view.policy) == {"cn.cac", "cn.mss"}
+
+
+async def test_reconnect_with_backlog_and_dedup_across_restart(
+        federation: dict[str, Path], relay: RelayProcess) -> None:
+    """Notices sent while the recipient was offline arrive in order when it comes back; a
+    restarted client yields each notice once (the unprocessed one again, once)."""
+    await _login_all(federation, relay)
+    async with open_desk(federation, relay, "us.caisi") as us:
+        ids = [(await us.send(to=["cn.cac"], severity="medium", notice=report())).notice_id
+               for _ in range(5)]
+    async with open_desk(federation, relay, "cn.cac") as cn:
+        seen = []
+        async with aclosing(cn.notices(follow=False)) as notices:
+            async for n in notices:
+                seen.append(n.notice_id)
+                if len(seen) == 3:
+                    break  # stops mid-way: the third was handed over but not processed
+    assert seen == ids[:3]
+    relay.restart()
+    async with open_desk(federation, relay, "cn.cac") as cn:
+        again = [(n.notice_id, n.redelivered) async for n in cn.notices(follow=False)]
+    assert again == [(ids[2], True), (ids[3], False), (ids[4], False)]
+    async with open_desk(federation, relay, "cn.cac") as cn:
+        assert [n async for n in cn.notices(follow=False)] == []
+
+
+async def test_idempotent_resend_and_reply(federation: dict[str, Path],
+                                           relay: RelayProcess) -> None:
+    """Sending again with the same notice id returns the first acceptance; a reply meets
+    the response deadline, and the original sender sees it as a notice in reply."""
+    await _login_all(federation, relay)
+    nid = os.urandom(16)
+    async with open_desk(federation, relay, "us.caisi") as us:
+        first = await us.send(to=["cn.cac"], severity="critical", notice=report(),
+                              notice_id=nid)
+        second = await us.send(to=["cn.cac"], severity="critical", notice=report(),
+                               notice_id=nid)
+        assert second.notice_id == first.notice_id == nid
+        assert second.accepted_at == first.accepted_at
+    async with open_desk(federation, relay, "cn.cac") as cn:
+        await cn.fetch()
+        answer = await cn.reply(nid, report(title="Mirrors blocked"))
+    async with open_desk(federation, relay, "us.caisi") as us:
+        items = await us.fetch()
+        replies = [i for i in items if isinstance(i, ReceivedNotice)]
+        assert [(r.notice_id, r.notice.in_reply_to) for r in replies] == [
+            (answer.notice_id, nid)]
+        assert not [i for i in items if isinstance(i, EscalationEvent)]
+    assert relay.events("notice.responded")[0]["notice_id"] == nid.hex()
+
+
+def test_sync_facade(federation: dict[str, Path], relay: RelayProcess) -> None:
+    """HotlineSync sends, lists the inbox and acknowledges without async code."""
+    with HotlineSync.from_home(federation["cn.cac"], PASSPHRASE, relays=[relay.url]) as cn:
+        cn.fetch()
+    with HotlineSync.from_home(federation["us.caisi"], PASSPHRASE, relays=[relay.url]) as us:
+        sent = us.send(to=["cn.cac"], severity="low", notice=report())
+    with HotlineSync.from_home(federation["cn.cac"], PASSPHRASE, relays=[relay.url]) as cn:
+        (n,) = cn.inbox()
+        assert n.notice_id == sent.notice_id
+        cn.ack(n.notice_id)
+        assert cn.inbox() == []
+
+
+def _cli(federation: dict[str, Path], relay: RelayProcess, desk: str, *argv: str
+         ) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ) | TEST_ENV | {"HOTLINE_RELAY": relay.url}
+    return subprocess.run([sys.executable, "-m", "client.cli.main", *argv,
+                           "--home", str(federation[desk])], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_cli_send_inbox_show_ack_status(federation: dict[str, Path],
+                                        relay: RelayProcess, tmp_path: Path) -> None:
+    """A desk's day on the CLI: send with an attachment, inbox, show (saving it), ack with
+    a message, status; bad input is one line on stderr, no traceback."""
+    assert _cli(federation, relay, "cn.cac", "inbox").returncode == 0  # logs in
+    evidence = tmp_path / "hashes.txt"
+    evidence.write_text("sha256 0123...\n")
+    sent = _cli(federation, relay, "us.caisi", "send", "--to", "cn.cac", "--severity",
+                "critical", "--title", "Weights leaked", "--body", "Mirrors spreading.",
+                "--category", "model-weights-leak", "--attach", str(evidence), "--json")
+    assert sent.returncode == 0, sent.stderr
+    nid = json.loads(sent.stdout)["notice_id"]
+    inbox = _cli(federation, relay, "cn.cac", "inbox", "--json")
+    assert [json.loads(x)["notice_id"] for x in inbox.stdout.splitlines()] == [nid]
+    out = tmp_path / "out"
+    show = _cli(federation, relay, "cn.cac", "show", nid[:10], "--save-attachments", str(out))
+    assert show.returncode == 0 and "Weights leaked" in show.stdout
+    assert (out / "hashes.txt").read_text() == "sha256 0123...\n"
+    assert _cli(federation, relay, "cn.cac", "ack", nid, "--message", "seen").returncode == 0
+    status = _cli(federation, relay, "us.caisi", "status", nid, "--json")
+    assert status.returncode == 0, status.stderr
+    (line,) = [json.loads(x) for x in status.stdout.splitlines()]
+    assert line["recipient"] == "cn.cac" and line["verified"] is True
+    assert line["acknowledged"] is not None
+    bad = _cli(federation, relay, "us.caisi", "send", "--to", "nobody", "--severity", "high",
+               "--title", "x", "--body", "y")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().startswith("hotline:")
+
+
+@pytest.mark.parametrize("desk", ["us.caisi"])
+def test_cli_watch_is_bounded(federation: dict[str, Path], relay: RelayProcess,
+                              desk: str) -> None:
+    """`hotline watch --timeout` ends by itself with status 0."""
+    done = _cli(federation, relay, desk, "watch", "--timeout", "1")
+    assert done.returncode == 0, done.stderr
