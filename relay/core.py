@@ -182,7 +182,11 @@ class Relay:
             raise RelayError(401, "unauthorized", "the session expired; log in again")
 
     async def remember_card(self, session: DeskSession, now: int) -> None:
-        await self.store.put_card(session.desk, session.card, session.verified.not_after, now)
+        """Keep the card a desk logged in with (no write when it is the one stored: logins
+        and reads then work even while the database cannot be written)."""
+        if self.store.get_card(session.desk) != session.card:
+            await self.store.put_card(session.desk, session.card, session.verified.not_after,
+                                      now)
 
     def _deadlines(self, recipients: tuple[str, ...], severity: str, accepted_at: int
                    ) -> tuple[dict[str, Policy], tuple[DeadlineSpec, ...]]:

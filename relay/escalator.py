@@ -33,6 +33,8 @@ AUDIT_MARGIN_MS = 60_000
 #: Sleep at most this long between passes (a heartbeat for the self-audit).
 MAX_SLEEP_S = 30.0
 _LOG_TAIL_BYTES = 256 * 1024
+#: Escalations appended per batch: ~450 bytes a line, well inside the tail read back.
+LOG_BATCH = 200
 
 
 def iso(ms: int) -> str:
@@ -100,6 +102,9 @@ class Escalator:
         self._wake = asyncio.Event()
         self._next_at: int | None = None
         self._stop = asyncio.Event()
+        # Request handlers (late acks, replies) and the scheduler both flush the log file;
+        # one at a time, or both would append the same unlogged rows.
+        self._flush_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ driving
     def poke(self, due_at: int) -> None:
@@ -114,7 +119,8 @@ class Escalator:
         while True:
             claimed = await self.store.claim_due(self.clock.now_ms, BATCH, self.stamper,
                                                  self.routing)
-            faults.crash_point("post_escalation_commit_pre_notify")
+            if claimed.escalations:
+                faults.crash_point("post_escalation_commit_pre_notify")
             await self.announce(claimed.escalations)
             done.extend(claimed.escalations)
             self._next_at = claimed.next_at
@@ -177,12 +183,18 @@ class Escalator:
 
     async def flush_log(self) -> None:
         """Append every escalation not yet in the escalation log file, then mark them."""
-        rows = self.store.unlogged_escalations(10_000)
-        if not rows:
-            return
-        already = await asyncio.to_thread(self.file.written_ids)
-        fresh = [r for r in rows if r.id not in already]
-        if fresh:
-            await asyncio.to_thread(self.file.append,
-                                    [log_record(r, self.relay_id) for r in fresh])
-        await self.store.mark_logged([r.id for r in rows])
+        async with self._flush_lock:
+            while True:
+                # Batches small enough that a crash between append and mark leaves the
+                # whole batch within the tail that written_ids() reads after a restart.
+                rows = self.store.unlogged_escalations(LOG_BATCH)
+                if not rows:
+                    return
+                already = await asyncio.to_thread(self.file.written_ids)
+                fresh = [r for r in rows if r.id not in already]
+                if fresh:
+                    await asyncio.to_thread(self.file.append,
+                                            [log_record(r, self.relay_id) for r in fresh])
+                await self.store.mark_logged([r.id for r in rows])
+                if len(rows) < LOG_BATCH:
+                    return

@@ -53,6 +53,10 @@ CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE done_at IS NULL AND fa
 
 ALTER TABLE events ADD COLUMN escalation_id INTEGER;
 
+-- A row the readiness probe really rewrites (an unchanged row writes nothing to the WAL).
+CREATE TABLE readiness (id INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+INSERT INTO readiness (id, n) VALUES (1, 0);
+
 -- Revocations received over the API (those in the home's revocations/ folder are loaded too).
 CREATE TABLE revocations (
     desk      TEXT NOT NULL,
