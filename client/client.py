@@ -606,7 +606,7 @@ class HotlineClient:
             sender=DeskId(record.sender), me=self.secrets, at=self._now(), random=self._random,
         )
         try:
-            accepted = await self.connection.post_confirmation(receipt.encode())
+            accepted = await self.connection.send_receipt(receipt.encode())
             check_attestation(
                 accepted.attestation, await self.relay(), event="delivered",
                 notice_id=record.notice_id, digest=record.digest, desk=self.desk,

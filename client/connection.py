@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random as _random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
@@ -46,6 +47,7 @@ from keys.frames import (
     Session,
     SessionRequest,
     auth_message,
+    client_message,
     decode_relay_message,
 )
 from keys.receipts import RelayCard
@@ -262,6 +264,8 @@ class RelayConnection:
         self._on_pinned = on_pinned
         self._current = 0
         self._login: _Login | None = None
+        #: The open stream, if any: receipts are sent on it.
+        self._stream: _StreamReader | None = None
         self._checked: set[str] = set()  # URLs whose relay card matched the pin
         self._relay: RelayCard | None = None
 
@@ -506,6 +510,20 @@ class RelayConnection:
         )
         return NoticeStatus.decode(answer.body)
 
+    async def send_receipt(self, confirmation: bytes) -> Accepted:
+        """A delivery receipt: on the open stream when there is one (a WebSocket message
+        costs the relay far less than an HTTP request), else, or if that fails, over HTTP.
+        Both are idempotent at the relay."""
+        stream = self._stream
+        if stream is not None:
+            try:
+                return await stream.confirm(confirmation)
+            except RelayError:
+                raise
+            except Exception as exc:  # the stream went away meanwhile: use HTTP
+                log.info("relay.stream.confirm_fallback reason=%s", _describe(exc))
+        return await self.post_confirmation(confirmation)
+
     async def post_confirmation(self, confirmation: bytes) -> Accepted:
         return Accepted.decode((await self.request("POST", "/v1/confirmations", confirmation)).body)
 
@@ -553,6 +571,7 @@ class RelayConnection:
             failures, relogged = 0, False
             log.info("relay.stream.open url=%s after=%d", self.url, cursor())
             reader = _StreamReader(ws, self.url)
+            self._stream = reader
             try:
                 async for event in reader:
                     yield event
@@ -562,6 +581,7 @@ class RelayConnection:
                 if exc.status == 401:
                     self._login = None
             finally:
+                self._stream = None
                 await reader.close()
             failures = 1
             wait = self.policy.delay(failures, self._jitter())
@@ -596,6 +616,10 @@ class RelayConnection:
             raise _Transient(f"{base}: {_describe(exc)}") from exc
 
 
+#: How long a confirmation sent on the stream waits for the relay's answer.
+STREAM_CONFIRM_TIMEOUT_S = 10.0
+
+
 class _StreamReader:
     """Reads one open stream in a task of its own, so that the relay's heartbeat pings are
     answered while the caller is busy with an event; hands events over in order through a
@@ -605,18 +629,34 @@ class _StreamReader:
         self._ws = ws
         self._base = base
         self._queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue(buffer)
+        #: Confirmations sent on this stream, by ref, awaiting the relay's answer.
+        self._pending: dict[int, asyncio.Future[Accepted]] = {}
+        self._refs = itertools.count(1)
         self._task = asyncio.create_task(self._run())
+
+    async def confirm(self, confirmation: bytes) -> Accepted:
+        ref = next(self._refs)
+        fut: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._pending[ref] = fut
+        try:
+            await self._ws.send_bytes(client_message("confirm", ref, confirmation))
+            return await asyncio.wait_for(fut, timeout=STREAM_CONFIRM_TIMEOUT_S)
+        finally:
+            self._pending.pop(ref, None)
 
     async def _run(self) -> None:
         end: BaseException | None
         try:
-            async for event in _read_stream(self._ws, self._base):
+            async for event in _read_stream(self._ws, self._base, self._pending):
                 await self._queue.put(event)
             end = None
         except (_Transient, RelayError) as exc:
             end = exc
         except Exception as exc:  # any failure of the link is a reason to reconnect
             end = _Transient(f"stream failed: {_describe(exc)}")
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(_Transient("the stream ended before the relay answered"))
         await self._queue.put(end)
 
     def __aiter__(self) -> _StreamReader:
@@ -642,7 +682,9 @@ class _StreamReader:
 _SESSION_CLOSE_CODES = frozenset({4401, 4403})
 
 
-async def _read_stream(ws: aiohttp.ClientWebSocketResponse, base: str) -> AsyncIterator[Event]:
+async def _read_stream(ws: aiohttp.ClientWebSocketResponse, base: str,
+                       pending: dict[int, asyncio.Future[Accepted]] | None = None
+                       ) -> AsyncIterator[Event]:
     """Events from one open stream; raises _Transient when it ends abnormally."""
     async for msg in ws:
         if msg.type == aiohttp.WSMsgType.BINARY:
@@ -656,12 +698,22 @@ async def _read_stream(ws: aiohttp.ClientWebSocketResponse, base: str) -> AsyncI
                 if frame["event"] is None:
                     raise _Transient("the relay sent an event frame without an event")
                 yield frame["event"]
+            elif kind == "confirmed" and pending and frame["ref"] in pending:
+                fut = pending[frame["ref"]]
+                if not fut.done() and frame["attestation"] is not None:
+                    fut.set_result(Accepted(frame["attestation"], False))
+            elif kind == "error" and pending and frame["ref"] in pending:
+                # The relay refused one confirmation sent on the stream; the stream goes on.
+                fut = pending[frame["ref"]]
+                if not fut.done():
+                    fut.set_exception(RelayError(0, frame["error"] or "error",
+                                                 frame["detail"] or "", url=base))
             elif kind == "error":
                 code, detail = frame["error"] or "error", frame["detail"] or ""
                 if code in SESSION_CODES:
                     raise _Transient(f"stream session ended: {code}", status=401)
                 raise RelayError(0, code, detail, url=base)
-            # "pong" and "confirmed" answer messages this client does not send.
+            # "pong" answers a message this client does not send.
         elif msg.type == aiohttp.WSMsgType.ERROR:
             raise _Transient(f"stream error: {_describe(ws.exception())}")
         elif msg.type == aiohttp.WSMsgType.TEXT:

@@ -135,6 +135,9 @@ class FakeConnection:
             return Accepted(self.tamper(accepted.attestation), accepted.duplicate)
         return accepted
 
+    async def send_receipt(self, raw: bytes) -> Accepted:
+        return await self.post_confirmation(raw)
+
     async def post_confirmation(self, raw: bytes) -> Accepted:
         self.confirmations.append(raw)
         return self.relay.confirm(raw)

@@ -171,3 +171,41 @@ def test_cli_watch_is_bounded(federation: dict[str, Path], relay: RelayProcess,
     """`hotline watch --timeout` ends by itself with status 0."""
     done = _cli(federation, relay, desk, "watch", "--timeout", "1")
     assert done.returncode == 0, done.stderr
+
+
+async def test_receipts_travel_on_the_open_stream(federation: dict[str, Path],
+                                                  relay: RelayProcess) -> None:
+    """With a stream open, a delivery receipt is sent on it (HTTP is not used), and the
+    relay's answer is its signed 'delivered' attestation; a refused one raises."""
+    from keys import Attestation, Confirmation
+    from keys.ids import DeskId
+
+    await _login_all(federation, relay)
+    async with open_desk(federation, relay, "us.caisi") as us:
+        sent = await us.send(to=["cn.cac"], severity="high", notice=report())
+    async with open_desk(federation, relay, "cn.cac") as cn:
+        conn = cn.connection
+
+        async def no_http(raw: bytes) -> object:
+            raise AssertionError("the receipt went over HTTP")
+
+        conn.post_confirmation = no_http  # type: ignore[method-assign]
+        events = conn.events(lambda: 0)
+        first = await asyncio.wait_for(events.__anext__(), 20)  # the stream is open now
+        assert first.notice_id == sent.notice_id
+        envelope = first.envelope
+        assert envelope is not None
+        from keys import Envelope
+
+        env = Envelope.decode(envelope)
+        receipt = Confirmation.create("receipt", notice_id=env.notice_id, digest=env.digest,
+                                      sender=DeskId("us.caisi"), me=cn.secrets, at=0)
+        accepted = await asyncio.wait_for(conn.send_receipt(receipt.encode()), 10)
+        att = Attestation.decode(accepted.attestation)
+        att.verify(await cn.relay(), notice_id=env.notice_id, digest=env.digest)
+        assert att.event == "delivered" and att.desk == "cn.cac"
+        forged = Confirmation.create("receipt", notice_id=env.notice_id, digest=b"\x00" * 32,
+                                     sender=DeskId("us.caisi"), me=cn.secrets, at=0)
+        with pytest.raises(Exception, match="digest"):
+            await asyncio.wait_for(conn.send_receipt(forged.encode()), 10)
+        await events.aclose()
