@@ -160,6 +160,9 @@ def parse_notice_id(value: str | bytes) -> bytes:
 # ----------------------------------------------------------------------------- client
 
 
+#: How long a recipient's verified card is reused before it is fetched again (a rotated
+#: encryption key is picked up within this time; revocations known here apply at once).
+CARD_CACHE_MS = 60_000
 #: After connecting, the watchdog waits this long for the backlog before its first look.
 WATCHDOG_SETTLE_MS = 5_000
 
@@ -200,6 +203,8 @@ class HotlineClient:
         self._closed = False
         self.watchdog_policy = watchdog or WatchdogPolicy()
         self._watchdog_reported: set[tuple[bytes, str]] = set()
+        #: Recipients' verified cards, re-fetched from the relay after CARD_CACHE_MS.
+        self._cards: dict[str, tuple[VerifiedDesk, int]] = {}
         self._watchdog_next: int | None = None
 
     @property
@@ -301,6 +306,11 @@ class HotlineClient:
         replaced by an older one. A verified card is kept in the home's contacts/."""
         desk = _recipient(desk)
         now = self._now()
+        cached = self._cards.get(desk)
+        if cached is not None and now - cached[1] < CARD_CACHE_MS:
+            v = cached[0]
+            if not self.trust.is_revoked(v.desk, v.ik_kid) and v.not_after > now:
+                return v
         raw = await self.connection.get_card(desk)
         if raw is None:
             known = " (it is among this desk's contacts)" if desk in self.home.contacts() else ""
@@ -315,6 +325,7 @@ class HotlineClient:
         name, encoded = f"contacts/{desk}.card", card.encode()
         if not self.home.exists(name) or self.home.read(name, "contact card") != encoded:
             self.home.write(name, encoded)
+        self._cards[desk] = (verified, now)
         return verified
 
     # ------------------------------------------------------------------ sending

@@ -105,6 +105,9 @@ class Escalator:
         # Request handlers (late acks, replies) and the scheduler both flush the log file;
         # one at a time, or both would append the same unlogged rows.
         self._flush_lock = asyncio.Lock()
+        # After the first flush (which reconciles with the file's tail, for rows a crash
+        # left appended but unmarked) this process is the file's only writer: no re-reads.
+        self._reconciled = False
 
     # ------------------------------------------------------------------ driving
     def poke(self, due_at: int) -> None:
@@ -189,12 +192,16 @@ class Escalator:
                 # whole batch within the tail that written_ids() reads after a restart.
                 rows = self.store.unlogged_escalations(LOG_BATCH)
                 if not rows:
+                    self._reconciled = True
                     return
-                already = await asyncio.to_thread(self.file.written_ids)
-                fresh = [r for r in rows if r.id not in already]
+                fresh = rows
+                if not self._reconciled:
+                    already = await asyncio.to_thread(self.file.written_ids)
+                    fresh = [r for r in rows if r.id not in already]
                 if fresh:
                     await asyncio.to_thread(self.file.append,
                                             [log_record(r, self.relay_id) for r in fresh])
                 await self.store.mark_logged([r.id for r in rows])
                 if len(rows) < LOG_BATCH:
+                    self._reconciled = True
                     return

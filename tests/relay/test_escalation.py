@@ -769,10 +769,12 @@ async def test_escalation_log_file_lines_in_order_and_never_duplicated(
     await r.relay.escalator.flush_log()
     await r.relay.escalator.flush_log()
     assert path.read_text() == text
-    # A crash after the commit but before rows were marked logged: nothing is written twice.
+    # A crash after the commit but before rows were marked logged: after the restart,
+    # nothing is written twice.
     with contextlib.closing(sqlite3.connect(r.home / "relay.db")) as conn:
         conn.execute("UPDATE escalations SET logged = 0")
         conn.commit()
+    await r.restart()
     await r.relay.escalator.flush_log()
     assert path.read_text() == text
     assert db(r, "SELECT count(*) FROM escalations WHERE logged = 0") == [(0,)]
@@ -781,5 +783,6 @@ async def test_escalation_log_file_lines_in_order_and_never_duplicated(
     with contextlib.closing(sqlite3.connect(r.home / "relay.db")) as conn:
         conn.execute("UPDATE escalations SET logged = 0 WHERE id > ?", (ids[0],))
         conn.commit()
+    await r.restart()
     await r.relay.escalator.flush_log()
     assert path.read_text() == text
