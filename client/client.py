@@ -617,7 +617,7 @@ class HotlineClient:
             sender=DeskId(record.sender), me=self.secrets, at=self._now(), random=self._random,
         )
         try:
-            accepted = await self.connection.send_receipt(receipt.encode())
+            accepted = await self.connection.send_confirmation(receipt.encode())
             check_attestation(
                 accepted.attestation, await self.relay(), event="delivered",
                 notice_id=record.notice_id, digest=record.digest, desk=self.desk,
@@ -779,7 +779,7 @@ class HotlineClient:
             me=self.secrets, at=self._now(), message=message, sender_keys=sender_keys,
             random=self._random,
         )
-        accepted = await self.connection.post_confirmation(ack.encode())
+        accepted = await self.connection.send_confirmation(ack.encode())
         att = check_attestation(
             accepted.attestation, await self.relay(), event="acknowledged", notice_id=nid,
             digest=record.digest, desk=self.desk,

@@ -499,7 +499,26 @@ class RelayConnection:
         return (await self.request("GET", "/v1/root", auth=False)).body
 
     async def post_notice(self, envelope: bytes) -> Accepted:
-        return Accepted.decode((await self.request("POST", "/v1/notices", envelope)).body)
+        """Submit a sealed notice: on the open stream when there is one, else over HTTP."""
+        return await self._on_stream("submit", envelope, "/v1/notices")
+
+    async def _on_stream(self, kind: str, body: bytes, path: str) -> Accepted:
+        """Send a notice or a confirmation on the open stream (a WebSocket message costs
+        the relay and this client a fraction of an HTTP request), else over HTTP. A refusal
+        is final as over HTTP; a failure of the stream or a transient refusal (a rate limit,
+        a storage fault) goes over HTTP, which waits and retries as the relay asks. Both
+        ways are idempotent at the relay, so a retry never duplicates anything."""
+        stream = self._stream
+        if stream is not None:
+            try:
+                return await stream.ask(kind, body)
+            except RelayError as exc:
+                if exc.status != 429 and exc.status not in TRANSIENT_STATUSES:
+                    raise
+                log.info("relay.stream.%s_fallback reason=%s", kind, exc.code)
+            except Exception as exc:  # the stream went away meanwhile
+                log.info("relay.stream.%s_fallback reason=%s", kind, _describe(exc))
+        return Accepted.decode((await self.request("POST", path, body)).body)
 
     async def get_notice(self, notice_id: bytes) -> bytes:
         return (await self.request("GET", f"/v1/notices/{notice_id.hex()}")).body
@@ -510,21 +529,12 @@ class RelayConnection:
         )
         return NoticeStatus.decode(answer.body)
 
-    async def send_receipt(self, confirmation: bytes) -> Accepted:
-        """A delivery receipt: on the open stream when there is one (a WebSocket message
-        costs the relay far less than an HTTP request), else, or if that fails, over HTTP.
-        Both are idempotent at the relay."""
-        stream = self._stream
-        if stream is not None:
-            try:
-                return await stream.confirm(confirmation)
-            except RelayError:
-                raise
-            except Exception as exc:  # the stream went away meanwhile: use HTTP
-                log.info("relay.stream.confirm_fallback reason=%s", _describe(exc))
-        return await self.post_confirmation(confirmation)
+    async def send_confirmation(self, confirmation: bytes) -> Accepted:
+        """A receipt or an ack: on the open stream when there is one, else over HTTP."""
+        return await self._on_stream("confirm", confirmation, "/v1/confirmations")
 
     async def post_confirmation(self, confirmation: bytes) -> Accepted:
+        """A receipt or an ack over HTTP only."""
         return Accepted.decode((await self.request("POST", "/v1/confirmations", confirmation)).body)
 
     async def inbox(self, after: int, limit: int = 100) -> InboxPage:
@@ -616,8 +626,8 @@ class RelayConnection:
             raise _Transient(f"{base}: {_describe(exc)}") from exc
 
 
-#: How long a confirmation sent on the stream waits for the relay's answer.
-STREAM_CONFIRM_TIMEOUT_S = 10.0
+#: How long a notice or confirmation sent on the stream waits for the relay's answer.
+STREAM_ANSWER_TIMEOUT_S = 10.0
 
 
 class _StreamReader:
@@ -629,18 +639,22 @@ class _StreamReader:
         self._ws = ws
         self._base = base
         self._queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue(buffer)
-        #: Confirmations sent on this stream, by ref, awaiting the relay's answer.
+        #: Notices and confirmations sent on this stream, by ref, awaiting the answer.
         self._pending: dict[int, asyncio.Future[Accepted]] = {}
         self._refs = itertools.count(1)
         self._task = asyncio.create_task(self._run())
 
-    async def confirm(self, confirmation: bytes) -> Accepted:
+    async def ask(self, kind: str, body: bytes) -> Accepted:
+        """Send a ``submit`` (a notice) or a ``confirm`` (a receipt or ack); the answer."""
         ref = next(self._refs)
         fut: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._pending[ref] = fut
         try:
-            await self._ws.send_bytes(client_message("confirm", ref, confirmation))
-            return await asyncio.wait_for(fut, timeout=STREAM_CONFIRM_TIMEOUT_S)
+            if kind == "submit":
+                await self._ws.send_bytes(client_message("submit", ref, notice=body))
+            else:
+                await self._ws.send_bytes(client_message("confirm", ref, confirmation=body))
+            return await asyncio.wait_for(fut, timeout=STREAM_ANSWER_TIMEOUT_S)
         finally:
             self._pending.pop(ref, None)
 
@@ -698,15 +712,15 @@ async def _read_stream(ws: aiohttp.ClientWebSocketResponse, base: str,
                 if frame["event"] is None:
                     raise _Transient("the relay sent an event frame without an event")
                 yield frame["event"]
-            elif kind == "confirmed" and pending and frame["ref"] in pending:
+            elif kind in ("accepted", "confirmed") and pending and frame["ref"] in pending:
                 fut = pending[frame["ref"]]
                 if not fut.done() and frame["attestation"] is not None:
-                    fut.set_result(Accepted(frame["attestation"], False))
+                    fut.set_result(Accepted(frame["attestation"], frame["duplicate"]))
             elif kind == "error" and pending and frame["ref"] in pending:
-                # The relay refused one confirmation sent on the stream; the stream goes on.
+                # The relay refused one message sent on the stream; the stream goes on.
                 fut = pending[frame["ref"]]
                 if not fut.done():
-                    fut.set_exception(RelayError(0, frame["error"] or "error",
+                    fut.set_exception(RelayError(frame["status"], frame["error"] or "error",
                                                  frame["detail"] or "", url=base))
             elif kind == "error":
                 code, detail = frame["error"] or "error", frame["detail"] or ""

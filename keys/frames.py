@@ -321,28 +321,46 @@ class NoticeStatus:
 # ----------------------------------------------------------------------------- WebSocket
 
 #: Messages a client sends on its stream.
-CLIENT_MESSAGE_TYPES = ("confirm", "ping")
+CLIENT_MESSAGE_TYPES = ("submit", "confirm", "ping")
 #: Messages the relay sends on a stream.
-RELAY_MESSAGE_TYPES = ("event", "confirmed", "error", "pong")
+RELAY_MESSAGE_TYPES = ("event", "accepted", "confirmed", "error", "pong")
 
 
-def client_message(kind: str, ref: int, confirmation: bytes | None = None) -> bytes:
-    return codec.pack({"v": 1, "type": kind, "ref": ref, "confirmation": confirmation})
+def client_message(kind: str, ref: int, confirmation: bytes | None = None,
+                   notice: bytes | None = None) -> bytes:
+    """A client's stream message: ``submit`` carries a sealed notice (as POST /v1/notices),
+    ``confirm`` a receipt or ack (as POST /v1/confirmations), ``ping`` nothing."""
+    return codec.pack({"v": 1, "type": kind, "ref": ref, "confirmation": confirmation,
+                       "notice": notice})
 
 
-def decode_client_message(data: bytes) -> dict[str, Any]:
-    return _decode(data, {"v": version(1), "type": one_of(CLIENT_MESSAGE_TYPES),
-                          "ref": uint(2**53), "confirmation": nullable(_doc)},
-                   "stream message")
+def decode_client_message(data: bytes,
+                          max_bytes: int = DEFAULT_MAX_NOTICE_BYTES + 1024) -> dict[str, Any]:
+    f = _decode(data, {"v": version(1), "type": one_of(CLIENT_MESSAGE_TYPES),
+                       "ref": uint(2**53), "confirmation": nullable(_doc),
+                       "notice": nullable(blob(max_size=max_bytes))},
+                "stream message", max_bytes=max_bytes)
+    needs = {"submit": "notice", "confirm": "confirmation"}.get(f["type"])
+    for name in ("notice", "confirmation"):
+        if name == needs and f[name] is None:
+            codec.fail("missing_field", f"a {f['type']} message carries a {name}")
+        if name != needs and f[name] is not None:
+            codec.fail("bad_value", f"a {f['type']} message carries no {name}")
+    return f
 
 
 def relay_message(kind: str, *, ref: int = 0, event: Event | None = None,
-                  attestation: bytes | None = None, error: str | None = None,
+                  attestation: bytes | None = None, duplicate: bool = False,
+                  error: str | None = None, status: int = 0,
                   detail: str | None = None) -> bytes:
+    """A relay's stream message. ``accepted`` and ``confirmed`` answer a ``submit`` and a
+    ``confirm`` with the attestation (``duplicate`` as the HTTP API's); ``error`` answers
+    either with the code, the HTTP status the same refusal has on the HTTP API, and the
+    detail."""
     return codec.pack({"v": 1, "type": kind, "ref": ref,
                        "event": event.to_wire() if event else None,
-                       "attestation": attestation, "error": error,
-                       "detail": detail[:500] if detail else None})
+                       "attestation": attestation, "duplicate": duplicate, "error": error,
+                       "status": status, "detail": detail[:500] if detail else None})
 
 
 def decode_relay_message(data: bytes,
@@ -350,7 +368,8 @@ def decode_relay_message(data: bytes,
                          ) -> dict[str, Any]:
     f = _decode(data, {"v": version(1), "type": one_of(RELAY_MESSAGE_TYPES),
                        "ref": uint(2**53), "event": lambda v, p: v,
-                       "attestation": nullable(_doc), "error": nullable(text(64)),
+                       "attestation": nullable(_doc), "duplicate": codec.boolean,
+                       "error": nullable(text(64)), "status": uint(599),
                        "detail": nullable(text(500))}, "relay message", max_bytes=max_bytes)
     if f["event"] is not None:
         f["event"] = Event.from_wire(f["event"], "relay message.event", max_bytes=max_bytes)

@@ -7,12 +7,13 @@ so that test vectors are reproducible), and XChaCha20-Poly1305 (crypto_aead_xcha
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from collections.abc import Callable
 
 import nacl.bindings as sodium
 import nacl.exceptions
-import nacl.hash
 import nacl.public
 import nacl.signing
 
@@ -53,10 +54,11 @@ class Domain:
 
 
 def blake2b(data: bytes, *, size: int = 32, key: bytes = b"", person: bytes = b"") -> bytes:
-    out: bytes = nacl.hash.blake2b(
-        data, digest_size=size, key=key, person=person, encoder=nacl.encoding.RawEncoder
-    )
-    return out
+    """BLAKE2b (RFC 7693) with an optional key and personalization, as libsodium's
+    crypto_generichash_blake2b_salt_personal computes it (the person string is zero-padded
+    to 16 bytes by both). Python's built-in BLAKE2b is used: the same function, without the
+    per-call overhead of the libsodium binding (a tenth of the cost for short inputs)."""
+    return hashlib.blake2b(data, digest_size=size, key=key, person=person).digest()
 
 
 def key_id(public_key: bytes) -> bytes:
@@ -160,4 +162,4 @@ def check_x25519_public_key(value: bytes, what: str) -> bytes:
 
 def equal(a: bytes, b: bytes) -> bool:
     """Constant-time comparison of two equal-length byte strings."""
-    return len(a) == len(b) and bool(sodium.sodium_memcmp(a, b))
+    return len(a) == len(b) and hmac.compare_digest(a, b)

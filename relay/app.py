@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import re
@@ -65,29 +66,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 415, "encoding_not_allowed", "compressed request bodies are not accepted"
             )
         return await handler(request)
-    except RelayError as exc:
-        relay.metrics.rejected.labels(exc.code).inc()
-        if exc.status == 401:
+    except HotlineError as exc:
+        status, code, message, retry_after = refusal(exc)
+        if isinstance(exc, StorageUnavailable):
+            relay.log.error("storage.unavailable", error=str(exc)[:300], request_id=request_id)
+        else:
+            relay.metrics.rejected.labels(code).inc()
+        if status == 401:
             relay.log.info(
-                "auth.failed",
-                code=exc.code,
-                path=request.path,
-                peer=request.remote,
+                "auth.failed", code=code, path=request.path, peer=request.remote,
                 request_id=request_id,
             )
-        return _error(exc.status, exc.code, exc.message, request_id, exc.retry_after)
-    except StorageUnavailable as exc:
-        relay.log.error("storage.unavailable", error=str(exc)[:300], request_id=request_id)
-        return _error(
-            503,
-            exc.code,
-            "the relay cannot store anything right now; retry later",
-            request_id,
-            retry_after=5,
-        )
-    except HotlineError as exc:
-        relay.metrics.rejected.labels(exc.code).inc()
-        return _error(status_for(exc.code), exc.code, exc.message, request_id)
+        return _error(status, code, message, request_id, retry_after)
     except web.HTTPRequestEntityTooLarge as exc:
         return _error(413, "body_too_large", exc.text or "request body too large", request_id)
     except web.HTTPException as exc:
@@ -276,6 +266,10 @@ async def revocation(request: web.Request) -> web.Response:
     return web.json_response({"revoked": rev.desk, "sessions_closed": killed})
 
 
+#: Client messages of one stream handled at the same time; the next is read when one ends.
+STREAM_INFLIGHT = 32
+
+
 async def stream(request: web.Request) -> web.StreamResponse:
     session = _session(request)
     relay = request.app[RELAY]
@@ -289,10 +283,23 @@ async def stream(request: web.Request) -> web.StreamResponse:
             retry_after=5,
         )
     ws = web.WebSocketResponse(
-        max_msg_size=limits.max_small_body_bytes, heartbeat=limits.heartbeat_s, compress=False
+        max_msg_size=limits.max_notice_bytes + 1024, heartbeat=limits.heartbeat_s,
+        compress=False,
     )
     await ws.prepare(request)
     relay.log.info("stream.opened", desk=session.desk, after=after)
+    # Messages are handled concurrently (their writes share group commits), at most
+    # STREAM_INFLIGHT at once and two notices' worth of bytes: past that, the stream is
+    # not read until one is answered.
+    handling: set[asyncio.Task[None]] = set()
+    budget = 2 * limits.max_notice_bytes
+    in_flight = 0
+
+    def done(task: asyncio.Task[None], size: int) -> None:
+        nonlocal in_flight
+        handling.discard(task)
+        in_flight -= size
+
     with relay.hub.subscribe(session.desk, session.verified.ik_kid) as sub:
         sender = asyncio.create_task(_push(ws, relay, session, sub, after))
         try:
@@ -300,8 +307,19 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 if msg.type != WSMsgType.BINARY:
                     await ws.close(code=1003, message=b"binary msgpack frames only")
                     break
-                await _on_client_message(ws, relay, session, msg.data)
+                size = len(msg.data)
+                while handling and (len(handling) >= STREAM_INFLIGHT
+                                    or in_flight + size > budget):
+                    await asyncio.wait(handling, return_when=asyncio.FIRST_COMPLETED)
+                task = asyncio.create_task(_on_client_message(ws, relay, session, msg.data))
+                handling.add(task)
+                in_flight += size
+                task.add_done_callback(functools.partial(done, size=size))
         finally:
+            if handling:
+                # Answers still on their way are committed already or will be: let them
+                # finish (their results stay stored even if the answer cannot be sent).
+                await asyncio.wait(handling, timeout=30)
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
@@ -309,23 +327,50 @@ async def stream(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+def refusal(exc: Exception) -> tuple[int, str, str, float | None]:
+    """The HTTP status, stable code, message and Retry-After of a refused request."""
+    if isinstance(exc, RelayError):
+        return exc.status, exc.code, exc.message, exc.retry_after
+    if isinstance(exc, StorageUnavailable):
+        return 503, exc.code, "the relay cannot store anything right now; retry later", 5
+    if isinstance(exc, HotlineError):
+        return status_for(exc.code), exc.code, exc.message, None
+    raise exc
+
+
 async def _on_client_message(
     ws: web.WebSocketResponse, relay: Relay, session: DeskSession, data: bytes
 ) -> None:
     ref = 0
     try:
-        msg = decode_client_message(data)
+        msg = decode_client_message(data, relay.config.limits.max_notice_bytes + 1024)
         ref = msg["ref"]
         if msg["type"] == "ping":
-            await ws.send_bytes(relay_message("pong", ref=ref))
-            return
-        if msg["confirmation"] is None:
-            raise RelayError(400, "missing_field", "a confirm message carries a confirmation")
-        relay.check_session(session)
-        accepted = await relay.confirm(session, msg["confirmation"])
-        await ws.send_bytes(relay_message("confirmed", ref=ref, attestation=accepted.attestation))
+            answer = relay_message("pong", ref=ref)
+        elif msg["type"] == "submit":
+            relay.check_session(session)
+            accepted, _new = await relay.submit(session, msg["notice"])
+            answer = relay_message("accepted", ref=ref, attestation=accepted.attestation,
+                                   duplicate=accepted.duplicate)
+        else:
+            relay.check_session(session)
+            confirmed = await relay.confirm(session, msg["confirmation"])
+            answer = relay_message("confirmed", ref=ref, attestation=confirmed.attestation,
+                                   duplicate=confirmed.duplicate)
     except HotlineError as exc:
-        await ws.send_bytes(relay_message("error", ref=ref, error=exc.code, detail=exc.message))
+        status, code, message, _ = refusal(exc)
+        if isinstance(exc, StorageUnavailable):
+            relay.log.error("storage.unavailable", error=str(exc)[:300], desk=session.desk)
+        else:
+            relay.metrics.rejected.labels(code).inc()
+        answer = relay_message("error", ref=ref, error=code, status=status, detail=message)
+    except Exception:
+        relay.log.exception("stream.message_failed", desk=session.desk)
+        answer = relay_message("error", ref=ref, error="internal_error", status=500,
+                               detail="the relay failed to handle this message")
+    if not ws.closed:
+        with contextlib.suppress(ConnectionError):
+            await ws.send_bytes(answer)
 
 
 async def _push(

@@ -135,7 +135,7 @@ class FakeConnection:
             return Accepted(self.tamper(accepted.attestation), accepted.duplicate)
         return accepted
 
-    async def send_receipt(self, raw: bytes) -> Accepted:
+    async def send_confirmation(self, raw: bytes) -> Accepted:
         return await self.post_confirmation(raw)
 
     async def post_confirmation(self, raw: bytes) -> Accepted:

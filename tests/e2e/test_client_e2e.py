@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from client.client import HotlineClient
+from client.connection import RelayError
 from client.items import ConfirmationEvent, EscalationEvent, ReceivedNotice
 from client.sync import HotlineSync
 from tests.factory import report
@@ -173,39 +174,68 @@ def test_cli_watch_is_bounded(federation: dict[str, Path], relay: RelayProcess,
     assert done.returncode == 0, done.stderr
 
 
-async def test_receipts_travel_on_the_open_stream(federation: dict[str, Path],
-                                                  relay: RelayProcess) -> None:
-    """With a stream open, a delivery receipt is sent on it (HTTP is not used), and the
-    relay's answer is its signed 'delivered' attestation; a refused one raises."""
-    from keys import Attestation, Confirmation
+async def test_notices_and_confirmations_travel_on_the_open_stream(
+        federation: dict[str, Path], relay: RelayProcess) -> None:
+    """With a stream open, a notice, its receipt and its ack are sent on it (HTTP is not
+    used); the answers are the relay's signed attestations with the same duplicate flag as
+    over HTTP, and a refusal raises with the status the HTTP API gives it."""
+    from keys import Attestation, Confirmation, Envelope
     from keys.ids import DeskId
 
     await _login_all(federation, relay)
-    async with open_desk(federation, relay, "us.caisi") as us:
+
+    def forbid_http(conn: object) -> None:
+        async def no_http(method: str, path: str, *args: object, **kw: object) -> object:
+            if method == "POST":
+                raise AssertionError(f"{path} went over HTTP")
+            return await original(method, path, *args, **kw)
+
+        original = conn.request  # type: ignore[attr-defined]
+        conn.request = no_http  # type: ignore[attr-defined]
+
+    async with open_desk(federation, relay, "us.caisi") as us, \
+            open_desk(federation, relay, "cn.cac") as cn:
+        await us.card_of("cn.cac")  # fetched over HTTP (GET) before HTTP POSTs are barred
+        us_events = us.connection.events(lambda: 10**9)
+        cn_events = cn.connection.events(lambda: 0)
+        # A stream opens when its generator is first asked for an event.
+        pump = asyncio.create_task(cn_events.__anext__())
+        idle = asyncio.create_task(us_events.__anext__())  # no event ever comes
+        for _ in range(400):
+            if us.connection._stream is not None and cn.connection._stream is not None:
+                break
+            await asyncio.sleep(0.025)
+        assert us.connection._stream is not None and cn.connection._stream is not None
+        forbid_http(us.connection)
+        forbid_http(cn.connection)
         sent = await us.send(to=["cn.cac"], severity="high", notice=report())
-    async with open_desk(federation, relay, "cn.cac") as cn:
-        conn = cn.connection
-
-        async def no_http(raw: bytes) -> object:
-            raise AssertionError("the receipt went over HTTP")
-
-        conn.post_confirmation = no_http  # type: ignore[method-assign]
-        events = conn.events(lambda: 0)
-        first = await asyncio.wait_for(events.__anext__(), 20)  # the stream is open now
-        assert first.notice_id == sent.notice_id
-        envelope = first.envelope
-        assert envelope is not None
-        from keys import Envelope
-
-        env = Envelope.decode(envelope)
+        assert not sent.duplicate
+        again = await us.connection.post_notice(us.state.outbox(sent.notice_id).envelope)
+        assert again.duplicate
+        first = await asyncio.wait_for(pump, 20)
+        assert first.notice_id == sent.notice_id and first.envelope is not None
+        env = Envelope.decode(first.envelope)
         receipt = Confirmation.create("receipt", notice_id=env.notice_id, digest=env.digest,
                                       sender=DeskId("us.caisi"), me=cn.secrets, at=0)
-        accepted = await asyncio.wait_for(conn.send_receipt(receipt.encode()), 10)
+        accepted = await asyncio.wait_for(cn.connection.send_confirmation(receipt.encode()), 10)
         att = Attestation.decode(accepted.attestation)
         att.verify(await cn.relay(), notice_id=env.notice_id, digest=env.digest)
-        assert att.event == "delivered" and att.desk == "cn.cac"
+        assert att.event == "delivered" and att.desk == "cn.cac" and not accepted.duplicate
         forged = Confirmation.create("receipt", notice_id=env.notice_id, digest=b"\x00" * 32,
                                      sender=DeskId("us.caisi"), me=cn.secrets, at=0)
-        with pytest.raises(Exception, match="digest"):
-            await asyncio.wait_for(conn.send_receipt(forged.encode()), 10)
-        await events.aclose()
+        with pytest.raises(RelayError, match="digest") as refused:
+            await asyncio.wait_for(cn.connection.send_confirmation(forged.encode()), 10)
+        assert refused.value.status == 409 and refused.value.code == "digest_mismatch"
+        ack = Confirmation.create("ack", notice_id=env.notice_id, digest=env.digest,
+                                  sender=DeskId("us.caisi"), me=cn.secrets, at=0)
+        first_ack = await cn.connection.send_confirmation(ack.encode())
+        second_ack = await cn.connection.send_confirmation(ack.encode())
+        assert not first_ack.duplicate and second_ack.duplicate
+        assert second_ack.attestation == first_ack.attestation
+        # A notice signed by another desk is refused on the stream as over HTTP (403).
+        with pytest.raises(RelayError) as wrong_sender:
+            await cn.connection.post_notice(first.envelope)
+        assert wrong_sender.value.status == 403
+        assert wrong_sender.value.code == "sender_mismatch"
+        idle.cancel()
+        await cn_events.aclose()

@@ -77,9 +77,10 @@ LIMITS = {
     "HOTLINE_RELAY_LIMITS_CONFIRMATIONS_PER_MINUTE": "1000000",
     "HOTLINE_RELAY_LIMITS_AUTH_PER_MINUTE_PER_ADDRESS": "1000000",
     "HOTLINE_RELAY_LIMITS_MAX_STREAMS_PER_DESK": "1000",
+    "HOTLINE_RELAY_LIMITS_MAX_NOTICE_BYTES": str(64 * 1024),
 }
-#: The relay's limit for bodies other than notices, and for stream messages.
-MAX_SMALL = 64 * 1024
+#: The relay's limit for a stream message here: the notice limit (as set above) + 1 KiB.
+MAX_STREAM_MESSAGE = 64 * 1024 + 1024
 FUZZ_EXAMPLES = int(os.environ.get("HOTLINE_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -180,7 +181,8 @@ async def _setup(relay: RelayProcess, base: Path, homes: dict[str, Path]
         "/v1/auth/session": [login],
         "/v1/revocations": [revocation],
         "stream": [client_message("ping", 7), client_message("confirm", 8, receipt.encode()),
-                   client_message("confirm", 9, ack.encode())],
+                   client_message("confirm", 9, ack.encode()),
+                   client_message("submit", 10, notice=fresh.raw)],
     }
     return http, desks, seeds, held
 
@@ -486,17 +488,19 @@ stream_garbage = st.one_of(
     st.binary(max_size=512),
     msgpack_values.map(pack),
     st.builds(mutate, st.sampled_from([client_message("ping", 1),
-                                       client_message("confirm", 2, b"\x92\xc4\x00\xc4\x00")]),
+                                       client_message("confirm", 2, b"\x92\xc4\x00\xc4\x00"),
+                                       client_message("submit", 3, notice=b"\x93\xc4\x00")]),
               byte_ops),
     st.builds(_field_mutation, st.sampled_from([client_message("ping", 1),
-                                                client_message("confirm", 2, None)]),
+                                                client_message("confirm", 2, None),
+                                                client_message("submit", 3, None)]),
               st.sampled_from(["replace", "drop", "add"]), st.integers(0, 64), msgpack_values,
               st.text(max_size=10)),
     st.integers(0, 2**53).map(lambda ref: client_message("ping", ref)),
 )
 #: One message in 50 is over the stream's message limit (the relay closes with 1009).
 stream_messages = st.integers(0, 49).flatmap(
-    lambda n: st.just(b"\x00" * (MAX_SMALL + 1)) if n == 0 else stream_garbage)
+    lambda n: st.just(b"\x00" * (MAX_STREAM_MESSAGE + 1)) if n == 0 else stream_garbage)
 
 
 async def _stream_example(world: World, who: str, messages: list[bytes],
@@ -516,7 +520,7 @@ async def _stream_example(world: World, who: str, messages: list[bytes],
                         assert m["error"], m
                         world.seen[("stream", 0, m["error"])] += 1
                     else:
-                        assert m["type"] in ("pong", "confirmed"), m
+                        assert m["type"] in ("pong", "confirmed", "accepted"), m
                         world.seen[("stream", 0, m["type"])] += 1
                     break
                 if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
@@ -529,9 +533,9 @@ async def _stream_example(world: World, who: str, messages: list[bytes],
 
 
 def test_fuzzed_stream_messages_get_typed_answers(world: World) -> None:
-    """Random and mutated binary messages on /v1/stream: each answered with an error, pong or
-    confirmed message, or the stream closed with a code that names the fault; a genuine ping
-    or confirmation sent after the garbage on the same stream is still answered."""
+    """Random and mutated binary messages on /v1/stream: each answered with an error, pong,
+    accepted or confirmed message, or the stream closed with a code that names the fault; a
+    genuine ping, notice or confirmation sent after the garbage is still answered."""
     seeds = world.seeds["stream"]
 
     @FUZZ

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,15 +95,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         relay.stop()
 
 
-@pytest.fixture
-def d(world: World, http: aiohttp.ClientSession) -> dict[str, RawDesk]:
-    """The module relay's desks (and the ghost, which has no session)."""
+@pytest.fixture(params=["http", "stream"])
+async def d(world: World, http: aiohttp.ClientSession,
+            request: pytest.FixtureRequest) -> AsyncIterator[dict[str, RawDesk]]:
+    """The module relay's desks (and the ghost, which has no session). Every attack runs
+    twice: notices and confirmations sent as HTTP requests, then as stream messages."""
     out = {}
     for name, home in world.homes.items():
         desk = RawDesk(http, world.relay.url, home)
         desk.token = world.tokens.get(name, b"\x00" * 32)
+        desk.transport = request.param
         out[name] = desk
-    return out
+    yield out
+    for desk in out.values():
+        await desk.close_stream()
 
 
 # --------------------------------------------------------------------------- helpers

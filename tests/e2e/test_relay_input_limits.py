@@ -478,7 +478,7 @@ async def test_websocket_frame_over_limit_is_closed_1009(world: World, d: dict[s
                                                          http: aiohttp.ClientSession) -> None:
     """A frame bigger than the stream's message limit closes it with 1009."""
     async with http.ws_connect(ws_url(world), headers=d["us.caisi"].auth) as ws:
-        await ws.send_bytes(b"\x00" * (MAX_SMALL + 1024))
+        await ws.send_bytes(b"\x00" * (MAX_NOTICE + 1024 + 1))
         assert await _closed_with(ws) == 1009
 
 
@@ -588,3 +588,67 @@ async def test_relay_still_serves_honest_desks_and_never_failed(world: World,
     assert env.raw in [e.envelope for e in page.events]
     assert world.relay.proc is not None and world.relay.proc.poll() is None
     assert not world.relay.events("request.failed")
+
+
+# --------------------------------------------------------------------------- stream messages
+
+
+async def test_stream_submissions_keep_every_limit(tmp_path: Path,
+                                                   http: aiohttp.ClientSession) -> None:
+    """Notices and confirmations sent on a stream meet the limits of the HTTP API, answered
+    with the same codes and statuses, and the stream survives each refusal: a notice over
+    the notice limit (413), a confirmation over 64 KiB (413), a message carrying the wrong
+    part (400), a desk over its notice rate (429, nothing stored); 200 pipelined messages
+    are all answered, by ref."""
+    homes = make_federation(tmp_path, DESKS)
+    relay = RelayProcess.create(tmp_path, env={
+        "HOTLINE_RELAY_LIMITS_MAX_NOTICE_BYTES": str(MAX_NOTICE),
+        "HOTLINE_RELAY_LIMITS_NOTICES_PER_MINUTE": "3",
+    })
+    relay.start()
+    try:
+        us = await RawDesk(http, relay.url, homes["us.caisi"]).login()
+        cn = await RawDesk(http, relay.url, homes["cn.cac"]).login()
+        async with http.ws_connect(relay.url.replace("http://", "ws://") + "/v1/stream",
+                                   headers=us.auth, max_msg_size=0) as ws:
+            # (message, status, ref of the answer: 0 where the message itself did not decode)
+            refusals = [
+                (client_message("submit", 1, notice=b"\x00" * (MAX_NOTICE + 1)), 413, 1),
+                (client_message("confirm", 2, confirmation=b"\x00" * (MAX_SMALL + 1)), 413, 0),
+                (client_message("submit", 3, confirmation=b"\x90"), 400, 0),
+                (client_message("confirm", 4, notice=b"\x90"), 400, 0),
+                (client_message("submit", 5), 400, 0),
+                (client_message("submit", 6, notice=b"\x93\xc4\x00"), 400, 6),
+            ]
+            for message, status, ref in refusals:
+                await ws.send_bytes(message)
+                m = await _next_reply(ws)
+                assert (m["type"], m["status"], m["ref"]) == ("error", status, ref), m
+                assert m["error"] and m["detail"], m
+            sent = [seal_to(us, cn) for _ in range(4)]
+            for i, env in enumerate(sent):
+                await ws.send_bytes(client_message("submit", 10 + i, notice=env.raw))
+            # Handled concurrently: the answers may come in any order; the fourth notice is
+            # over the rate (3 a minute), whichever of them the relay took up last.
+            by_ref = {}
+            while len(by_ref) < 4:
+                m = await _next_reply(ws)
+                by_ref[m["ref"]] = m
+            outcomes = sorted((m["type"], m["status"], m["error"]) for m in by_ref.values())
+            assert outcomes == [("accepted", 0, None)] * 3 + [("error", 429, "rate_limited")]
+            refused = [sent[r - 10] for r, m in by_ref.items() if m["type"] == "error"]
+            for i in range(200):
+                await ws.send_bytes(client_message("ping", 1000 + i))
+            refs = set()
+            while len(refs) < 200:
+                m = await _next_reply(ws)
+                assert m["type"] == "pong", m
+                refs.add(m["ref"])
+            assert refs == set(range(1000, 1200))
+        page = InboxPage.decode((await cn.get("/v1/inbox?after=0&limit=500")).body)
+        stored = {e.notice_id for e in page.events}
+        assert {e.notice_id for e in sent if e not in refused} <= stored
+        assert refused[0].notice_id not in stored
+        assert not relay.events("stream.message_failed")
+    finally:
+        relay.stop()
