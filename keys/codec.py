@@ -41,13 +41,16 @@ def fail(code: str, message: str) -> NoReturn:
 
 
 def _no_duplicate_keys(pairs: Sequence[tuple[Any, Any]]) -> dict[Any, Any]:
-    out: dict[Any, Any] = {}
-    for key, value in pairs:
-        if type(key) is not str:
-            fail("bad_type", "map keys must be strings")
-        if key in out:
-            fail("duplicate_key", f"map key {str(key)[:40]!r} appears more than once")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs) or not all(type(key) is str for key in out):
+        for key in out:
+            if type(key) is not str:
+                fail("bad_type", "map keys must be strings")
+        seen: set[Any] = set()
+        for key, _ in pairs:
+            if key in seen:
+                fail("duplicate_key", f"map key {str(key)[:40]!r} appears more than once")
+            seen.add(key)
     return out
 
 
@@ -104,18 +107,24 @@ def unpack(data: bytes, *, what: str, max_bytes: int) -> Any:
 
 
 def _check_depth(value: Any, what: str) -> None:
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_DEPTH:
+    """Refuse nesting deeper than MAX_DEPTH and the Timestamp extension, which msgpack
+    decodes without calling ext_hook. Walks the decoded value one level at a time."""
+    level = [value]
+    depth = 0
+    while level:
+        below: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is dict:
+                below.extend(item.values())
+            elif kind is list:
+                below.extend(item)
+            elif kind is msgpack.Timestamp:
+                fail("type_not_allowed", f"{what} contains a msgpack Timestamp extension")
+        depth += 1
+        if below and depth > MAX_DEPTH:
             fail("too_deep", f"{what} is nested more than {MAX_DEPTH} levels deep")
-        if isinstance(item, msgpack.Timestamp):
-            # The Timestamp extension bypasses ext_hook; refuse it here.
-            fail("type_not_allowed", f"{what} contains a msgpack Timestamp extension")
-        if isinstance(item, list):
-            stack.extend((x, depth + 1) for x in item)
-        elif isinstance(item, dict):
-            stack.extend((x, depth + 1) for x in item.values())
+        level = below
 
 
 def pack(value: Any) -> bytes:

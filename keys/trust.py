@@ -551,6 +551,10 @@ class VerifiedDesk:
         return kid, self.encryption_keys[kid]
 
 
+#: Verified certificate signatures a TrustStore remembers (then it starts over).
+MAX_VERIFIED_CERTS = 4096
+
+
 class TrustStore:
     """The pinned federation root plus the revocations known so far.
 
@@ -562,6 +566,11 @@ class TrustStore:
         #: Keyed by (desk, identity key id): an authority's revocation only ever names one of
         #: its own desks, so it can never reach another country's key with the same id.
         self._revoked: dict[tuple[str, bytes], Revocation] = {}
+        #: Desk certificates whose authority signature verified, as (authority key, body,
+        #: signature): the same bytes under the same key verify the same way every time,
+        #: so a desk's certificate, attached to each of its notices and confirmations, is
+        #: verified once. Validity, revocation and the root are still checked every time.
+        self._verified_certs: set[tuple[bytes, bytes, bytes]] = set()
         for rev in revocations:
             self.add_revocation(rev)
 
@@ -599,16 +608,18 @@ class TrustStore:
         except RootInvalid as exc:
             raise UntrustedKey(str(exc)) from exc
         country = country_of(cert.desk)
-        try:
-            cert.signed.verify(
-                self.authority_key(country), Domain.DESK_CERT, signer=f"authority {country}"
-            )
-        except UntrustedKey:
-            raise
-        except Exception as exc:
-            raise UntrustedKey(
-                f"the certificate of {cert.desk} is not signed by the {country} authority"
-            ) from exc
+        authority = self.authority_key(country)
+        memo = (authority, cert.signed.body, cert.signed.signature)
+        if memo not in self._verified_certs:
+            try:
+                cert.signed.verify(authority, Domain.DESK_CERT, signer=f"authority {country}")
+            except Exception as exc:
+                raise UntrustedKey(
+                    f"the certificate of {cert.desk} is not signed by the {country} authority"
+                ) from exc
+            if len(self._verified_certs) >= MAX_VERIFIED_CERTS:
+                self._verified_certs.clear()
+            self._verified_certs.add(memo)
         if not cert.not_before <= now < cert.not_after:
             raise UntrustedKey(
                 f"the certificate of {cert.desk} is valid from {cert.not_before} to "

@@ -394,7 +394,8 @@ async def _push(
             await ws.close(code=4401, message=b"session expired")
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(sub.wake.wait(), timeout=min(remaining, 60))
+            async with asyncio.timeout(min(remaining, 60)):
+                await sub.wake.wait()
 
 
 async def ops_challenge(request: web.Request) -> web.Response:

@@ -99,6 +99,23 @@ PENDING_RECOUNT_MS = 5_000
 CARD_RECHECK_MS = 60_000
 
 
+#: Notices whose routing facts the relay keeps in memory for their confirmations.
+NOTICE_FACTS_KEPT = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeFacts:
+    """What a confirmation is checked against. A stored notice never changes (its id is
+    bound to its digest), so these can be kept as long as wanted, by any relay node."""
+
+    notice_id: bytes
+    sender: str
+    recipients: tuple[str, ...]
+    digest: bytes
+    severity: str
+    status: str
+
+
 @dataclass
 class _CachedCard:
     card: bytes
@@ -123,6 +140,7 @@ class Relay:
         self._byte_rate = Buckets(lim.bytes_per_minute)
         self._confirm_rate = Buckets(lim.confirmations_per_minute)
         self._cards: dict[str, _CachedCard] = {}
+        self._facts: dict[bytes, NoticeFacts] = {}
         self._background: set[asyncio.Task[None]] = set()
         #: desk -> (unacknowledged (notice, recipient) pairs it sent, when counted).
         self._pending: dict[str, tuple[int, int]] = {}
@@ -242,6 +260,8 @@ class Relay:
             self.log.info("notice.resubmitted", notice_id=h.notice_id.hex(), sender=h.sender)
             return Accepted(outcome.attestation, True), False
         assert isinstance(outcome, Inserted)
+        self._remember(NoticeFacts(h.notice_id, h.sender, h.recipients, digest, h.severity,
+                                   h.status))
         for desk, _seq in outcome.events:
             self.hub.publish(desk)
         self.log.info("notice.accepted", notice_id=h.notice_id.hex(), sender=h.sender,
@@ -274,6 +294,23 @@ class Relay:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         return Accepted(attestation, False), True
+
+    def _remember(self, facts: NoticeFacts) -> NoticeFacts:
+        if len(self._facts) >= NOTICE_FACTS_KEPT:
+            del self._facts[next(iter(self._facts))]  # the oldest
+        self._facts[facts.notice_id] = facts
+        return facts
+
+    def facts(self, notice_id: bytes) -> NoticeFacts | None:
+        """The routing facts of a stored notice (from memory, else from the store)."""
+        facts = self._facts.get(notice_id)
+        if facts is None:
+            n = self.store.get_notice(notice_id)
+            if n is None:
+                return None
+            facts = self._remember(NoticeFacts(n.notice_id, n.sender, tuple(n.recipients),
+                                               n.digest, n.severity, n.status))
+        return facts
 
     def _involved(self, session: DeskSession, notice_id: bytes) -> Any:
         notice = self.store.get_notice(notice_id)
@@ -309,7 +346,7 @@ class Relay:
             raise RelayError(403, "forbidden",
                              f"this {c.kind} is signed as {c.recipient}, not {session.desk}")
         self._limit(self._confirm_rate, session.desk, now, 1, "confirmations per minute")
-        notice = self.store.get_notice(c.notice_id)
+        notice = self.facts(c.notice_id)
         if notice is None:
             raise RelayError(404, "not_found", f"no notice {c.notice_id.hex()}")
         if session.desk not in notice.recipients:

@@ -70,6 +70,22 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
     return out
 
 
+def proc_kernel(pid: int) -> dict[str, float]:
+    """A process's system-call counts (reads, writes) and kernel-mode CPU seconds."""
+    out = {"read_syscalls": 0.0, "write_syscalls": 0.0, "kernel_cpu_s": 0.0}
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/io") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key == "syscr":
+                out["read_syscalls"] = float(value)
+            elif key == "syscw":
+                out["write_syscalls"] = float(value)
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as fh:
+        raw = fh.read()
+        out["kernel_cpu_s"] = int(raw[raw.rindex(")") + 2:].split()[12]) / CLK_TCK
+    return out
+
+
 def proc_rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -286,6 +302,7 @@ class Window:
     records: list[dict[str, Any]]
     cpu: dict[str, float]  # watched process name -> CPU seconds in the window
     threads: dict[str, float]  # thread name -> CPU seconds in the window (thread_pid)
+    kernel: dict[str, float]  # thread_pid's system calls and kernel CPU in the window
     workers_cpu_s: float
     machine_busy_s: float
     load: tuple[float, float, float]
@@ -345,6 +362,7 @@ def run_workers(target: Any, specs: list[Any], *, warmup_s: float, measure_s: fl
         w0 = sum(_cpu_or_zero(pid) for pid in pids)
         c0 = {k: _cpu_or_zero(pid) for k, pid in watch.items()}
         th0 = thread_cpu_s(thread_pid) if thread_pid else {}
+        k0 = proc_kernel(thread_pid) if thread_pid else {}
         if on_window is not None:
             on_window(measure_s)
         time.sleep(measure_s)
@@ -352,6 +370,7 @@ def run_workers(target: Any, specs: list[Any], *, warmup_s: float, measure_s: fl
         w1 = sum(_cpu_or_zero(pid) for pid in pids)
         c1 = {k: _cpu_or_zero(pid) for k, pid in watch.items()}
         th1 = thread_cpu_s(thread_pid) if thread_pid else {}
+        k1 = proc_kernel(thread_pid) if thread_pid else {}
         load = loadavg()
         stop.set()
         with contextlib.suppress(queue_mod.Empty):
@@ -380,8 +399,9 @@ def run_workers(target: Any, specs: list[Any], *, warmup_s: float, measure_s: fl
     say(f"  (workers ready in {t_ready - t_start:.1f} s, results {t_done - t1:.1f} s after "
         "the window)")
     threads = {k: v - th0.get(k, 0.0) for k, v in th1.items()}
-    return Window(t0, t1, out, {k: c1[k] - c0[k] for k in watch}, threads, w1 - w0, m1 - m0,
-                  load)
+    kernel = {k: v - k0.get(k, 0.0) for k, v in k1.items()}
+    return Window(t0, t1, out, {k: c1[k] - c0[k] for k in watch}, threads, kernel, w1 - w0,
+                  m1 - m0, load)
 
 
 def find_pid(comm: str) -> int | None:

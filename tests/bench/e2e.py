@@ -372,6 +372,11 @@ def throughput(relay: BenchRelay, homes: dict[str, Path], *, workers: int, windo
         "relay_threads_cpu_ms_per_notice": {
             k: round(v / res.completed * 1000, 3) for k, v in res.win.threads.items()
             if v > 0} if res.completed else {},
+        "relay_kernel_per_notice": {
+            "read_syscalls": res.win.kernel.get("read_syscalls", 0) / res.completed,
+            "write_syscalls": res.win.kernel.get("write_syscalls", 0) / res.completed,
+            "kernel_cpu_ms": res.win.kernel.get("kernel_cpu_s", 0) / res.completed * 1000,
+        } if res.completed and res.win.kernel else {},
         "clients_cpu_ms_per_notice": res.win.workers_cpu_s / res.completed * 1000
         if res.completed else None,
         "machine_busy_fraction": res.win.machine_busy_s / res.seconds / (os.cpu_count() or 1),

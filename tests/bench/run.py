@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench import e2e, escalation, floor, peers, sockets
+from tests.bench import core, e2e, escalation, floor, peers, sockets
 from tests.bench.common import REPO, BenchRelay, loadavg, make_desks, say
 
 MATRIX_REFERENCE = 38.0  # messages/s measured for Synapse (reference figure)
@@ -42,6 +42,7 @@ class Plan:
     e2e_measure_s: float = 60.0
     latency_measure_s: float = 30.0
     floor_notices: int = 10_000
+    core_notices: int = 4000
     peer_measure_s: float = 15.0
     escalation_notices: int = 10_000
     escalation_window_s: int = 60
@@ -58,7 +59,7 @@ class Plan:
         if not quick:
             return cls(quick=False)
         return cls(quick=True, e2e_warmup_s=3.0, e2e_measure_s=15.0, latency_measure_s=10.0,
-                   floor_notices=3000, peer_measure_s=5.0, escalation_notices=2000,
+                   floor_notices=3000, core_notices=1500, peer_measure_s=5.0, escalation_notices=2000,
                    escalation_window_s=15, escalation_spread_s=15.0, pending_notices=10_000,
                    pushes=50)
 
@@ -224,6 +225,11 @@ def build_table(r: dict[str, Any], plan: Plan) -> list[Row]:
                          f"{_f(split.get('main_thread'), 3)} / "
                          f"{_f(split.get('other_threads'), 3)} ms (writer, executor)",
                          "", "", ""))
+        kern = tput.get("relay_kernel_per_notice") or {}
+        if kern:
+            rows.append(("  relay system calls per notice (read / write)",
+                         f"{_f(kern.get('read_syscalls'))} / {_f(kern.get('write_syscalls'))}"
+                         f"; kernel CPU {_f(kern.get('kernel_cpu_ms'), 3)} ms", "", "", ""))
         rows.append(("  clients' CPU per e2e notice (all desks)",
                      f"{_f(tput.get('clients_cpu_ms_per_notice'), 3)} ms", "", "", ""))
         mq_rates = [pe.get(k, {}).get("messages_per_s")
@@ -274,6 +280,18 @@ def build_table(r: dict[str, Any], plan: Plan) -> list[Row]:
                      f"{_f(floor_ms, 3)} ms CPU", "", "", ""))
         rows.append(("  floor + 3 attestation signatures + deadline",
                      f"{_f(floor_ext, 3)} ms CPU", "", "", ""))
+    co = r.get("core") or {}
+    if co.get("cpu_ms_per_notice"):
+        core_ms = co["cpu_ms_per_notice"]
+        rows.append(("3 relay core, same work without network",
+                     f"{_f(core_ms, 3)} ms CPU (loop {_f(co.get('main_thread_ms_per_notice'), 3)}"
+                     f", writer {_f(co.get('other_threads_ms_per_notice'), 3)})", "", "",
+                     f"{core_ms / floor_ms:.2f}x floor" if floor_ms else "-"))
+        cpu = tput.get("relay_cpu_ms_per_notice")
+        if cpu:
+            rows.append(("  e2e relay CPU = core + network (frames, pushes)",
+                         f"{_f(core_ms, 3)} + {_f(cpu - core_ms, 3)} ms", "", "",
+                         f"network {(cpu - core_ms) / cpu:.0%} of relay CPU"))
     if not missing("peers", "4 peers"):
         for key in ("mosquitto", "mosquitto_nodelay", "nats", "redis"):
             p = pe.get(key)
@@ -371,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
                          "CPU: use the figures of a run without it)")
     ap.add_argument("--only", default="",
                     help="comma-separated parts to run (e2e,floor,peers,escalation,pending,"
-                         "sockets); default all")
+                         "sockets; floor includes the relay core without network); default "
+                         "all")
     args = ap.parse_args(argv)
     plan = Plan.make(args.quick)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -398,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         if want("floor"):
             fl = step(results, "floor", lambda: floor.run(plan.floor_notices, workdir=base))
             payload = (fl.get("primitives_us") or {}).get("envelope_bytes")
+            step(results, "core", lambda: core.run(plan.core_notices, workdir=base / "core"))
         if want("peers"):
             step(results, "peers", lambda: peers.run_all(
                 workers=plan.e2e_workers, window=plan.e2e_window,

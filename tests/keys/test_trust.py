@@ -349,3 +349,38 @@ def test_desk_certificate_not_yet_valid_is_untrusted(fed: Federation) -> None:
     with pytest.raises(UntrustedKey):
         store(fed).verify_cert(cert, NOW)
     store(fed).verify_cert(cert, NOW + 1)
+
+
+# ------------------------------------------------------------------ remembered verifications
+
+
+def test_remembered_certificate_still_meets_every_other_check(fed: Federation) -> None:
+    """A certificate verified once is not re-verified, but a store that has seen it still
+    refuses: its forgeries (same body with another signature, another body with the same
+    signature), it outside its validity, it after its key is revoked, and it once a new root
+    gives its country another authority key."""
+    trust = store(fed)
+    cert = fed.desks["us.caisi"].card.cert
+    trust.verify_cert(cert, NOW)
+    trust.verify_cert(cert, NOW)  # remembered: same answer
+    bad_sig = DeskCertificate.decode(pack([cert.signed.body, flip(cert.signed.signature, 5)]))
+    with pytest.raises(UntrustedKey):
+        trust.verify_cert(bad_sig, NOW)
+    renamed = DeskCertificate.decode(pack([pack(unpack(cert.signed.body) | {"desk": "us.other"}),
+                                           cert.signed.signature]))
+    with pytest.raises(UntrustedKey):
+        trust.verify_cert(renamed, NOW)
+    with pytest.raises(UntrustedKey):
+        trust.verify_cert(cert, cert.not_after)
+    new_us = nacl.signing.SigningKey.generate()
+    members = {c: bytes(k.verify_key) for c, k in fed.authorities.items()}
+    members[US] = bytes(new_us.verify_key)
+    rotated = TrustStore(signed(new_root(fed, 2, members), (US, new_us),
+                                *[(c, k) for c, k in all_of(fed) if c != US]))
+    rotated._verified_certs = trust._verified_certs  # what the first store remembered
+    with pytest.raises(UntrustedKey):
+        rotated.verify_cert(cert, NOW)  # signed by the old US key, not the new one
+    fed.revoke("us.caisi")
+    with pytest.raises(UntrustedKey) as exc:
+        trust.verify_cert(cert, NOW)
+    assert "revoked" in str(exc.value)
