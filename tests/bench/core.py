@@ -56,7 +56,7 @@ async def _run(n: int, workdir: Path) -> dict[str, Any]:
     from tests.factory import NOW, Federation, report
     from tests.relay.inproc import InProcessRelay
 
-    log_file = open(workdir / "core-relay.log", "w")  # noqa: SIM115 - closed below
+    log_file = open(workdir / "core-relay.log", "w")
     logs.configure("info", log_file)
     fed = Federation.create()
     relay = await InProcessRelay(workdir / "core-relay", fed, LIMITS).open()

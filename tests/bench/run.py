@@ -59,7 +59,8 @@ class Plan:
         if not quick:
             return cls(quick=False)
         return cls(quick=True, e2e_warmup_s=3.0, e2e_measure_s=15.0, latency_measure_s=10.0,
-                   floor_notices=3000, core_notices=1500, peer_measure_s=5.0, escalation_notices=2000,
+                   floor_notices=3000, core_notices=1500, peer_measure_s=5.0,
+                   escalation_notices=2000,
                    escalation_window_s=15, escalation_spread_s=15.0, pending_notices=10_000,
                    pushes=50)
 
