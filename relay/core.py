@@ -100,7 +100,7 @@ CARD_RECHECK_MS = 60_000
 
 
 #: Notices whose routing facts the relay keeps in memory for their confirmations.
-NOTICE_FACTS_KEPT = 50_000
+NOTICE_FACTS_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +145,9 @@ class Relay:
         #: desk -> (unacknowledged (notice, recipient) pairs it sent, when counted).
         self._pending: dict[str, tuple[int, int]] = {}
         self.metrics = metrics or Metrics()
+        # The store hands over each batch of committed events: streams read new events
+        # from the hub's memory instead of querying the store for each one.
+        store.on_events = hub.committed
         self.stamper = RelayStamper(config.relay_id, key)
         self.routing = ConfigRouting(config)
         self.escalator = Escalator(store=store, clock=clock, stamper=self.stamper,
@@ -392,7 +395,8 @@ class Relay:
         return InboxPage(tuple(events), events[-1].seq if events else after, more)
 
     def events_after(self, desk: str, after: int, limit: int = 200) -> list[Event]:
-        return self.store.events_after(desk, after, limit)
+        recent = self.hub.recent(desk, after, limit)
+        return recent if recent is not None else self.store.events_after(desk, after, limit)
 
     # ----------------------------------------------------------------- operators
     def overdue(self, limit: int = 1000) -> list[OverdueRow]:

@@ -1,14 +1,48 @@
-"""Wakes the open streams of a desk when its stream has new committed events.
+"""Wakes the open streams of a desk when its stream has new committed events, and keeps
+the last events committed for desks with an open stream.
 
-The hub carries no events, only wake-ups: each stream reads what is new from the store
-after its own cursor. Events are committed before anyone is woken, so a stream can never
-skip one, whatever order commits finish in.
+Events are committed before anyone is woken, so a stream can never skip one, whatever
+order commits finish in. A woken stream reads what is new after its own cursor: from the
+recent events kept here when they reach back to its cursor, else from the store.
+
+The recent events are complete by construction: a store that sees every commit (the
+SQLite store's single writer) hands each batch's events over in seq order, before the
+writes that made them return. For a desk, ``base`` is the seq after which every one of its
+committed events is kept (events at or below it were committed before its keeping began,
+or were let go): a stream whose cursor is at or above ``base`` can be served from memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+from keys.frames import Event
+
+#: Recent events kept per desk with an open stream, at most (count and bytes).
+RECENT_EVENTS = 256
+RECENT_BYTES = 4 * 1024 * 1024
+
+
+def _size(event: Event) -> int:
+    return (len(event.envelope or b"") + len(event.confirmation or b"")
+            + len(event.attestation or b"") + len(event.signer_cert or b"") + 64)
+
+
+@dataclass
+class _Recent:
+    base: int
+    events: deque[Event] = field(default_factory=deque)
+    size: int = 0
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+        self.size += _size(event)
+        while self.events and (len(self.events) > RECENT_EVENTS or self.size > RECENT_BYTES):
+            old = self.events.popleft()
+            self.size -= _size(old)
+            self.base = old.seq
 
 
 class Subscription:
@@ -30,11 +64,13 @@ class Subscription:
         self.hub._subs[self.desk].discard(self)
         if not self.hub._subs[self.desk]:
             del self.hub._subs[self.desk]
+            self.hub._recent.pop(self.desk, None)
 
 
 class Hub:
     def __init__(self) -> None:
         self._subs: defaultdict[str, set[Subscription]] = defaultdict(set)
+        self._recent: dict[str, _Recent] = {}
 
     def subscribe(self, desk: str, key_id: bytes = b"") -> Subscription:
         sub = Subscription(self, desk, key_id)
@@ -56,3 +92,37 @@ class Hub:
         for sub in list(self._subs.get(desk, ())):
             if sub.key_id == key_id:
                 sub.close(reason)
+
+    # ------------------------------------------------------------------ recent events
+    def committed(self, events: list[tuple[str, Event | None]] | None) -> None:
+        """Events just committed, in seq order (the store's ``on_events``). An event None
+        was not handed over: the desk's kept events are no longer complete, so they are
+        dropped (keeping starts again with its next event). The list None: some events
+        could not be read, so nothing kept can be trusted to be complete any more."""
+        if events is None:
+            self._recent.clear()
+            return
+        for desk, event in events:
+            if event is None:
+                self._recent.pop(desk, None)
+                continue
+            if desk not in self._subs:
+                continue  # nobody would read it from memory
+            recent = self._recent.get(desk)
+            if recent is None:
+                recent = self._recent[desk] = _Recent(base=event.seq - 1)
+            recent.add(event)
+
+    def recent(self, desk: str, after: int, limit: int) -> list[Event] | None:
+        """The desk's events after ``after`` from memory (at most ``limit``), or None when
+        memory does not reach back to ``after``: read the store."""
+        recent = self._recent.get(desk)
+        if recent is None or after < recent.base:
+            return None
+        out = []
+        for event in recent.events:
+            if event.seq > after:
+                out.append(event)
+                if len(out) == limit:
+                    break
+        return out

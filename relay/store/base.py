@@ -199,6 +199,14 @@ Now = Callable[[], int]
 
 
 class Store(Protocol):
+    #: If set by the relay, called on the event loop with every event the store commits,
+    #: as (desk, event) in seq order, before any write that committed it returns. The event
+    #: is None where the store does not hand it over (a large notice): that desk's kept
+    #: events must be forgotten. The whole list is None when the store could not read them:
+    #: everything kept must be forgotten. A store that does not see every commit (several
+    #: relay nodes) never calls it.
+    on_events: Callable[[list[tuple[str, Event | None]] | None], None] | None
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -82,6 +82,10 @@ class SqliteStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._read: sqlite3.Connection | None = None
         self._write: sqlite3.Connection | None = None
+        #: See Store.on_events. The writer reads what each batch committed on its own
+        #: connection (its pages are in that connection's cache: no file reads).
+        self.on_events: Callable[[list[tuple[str, Event | None]] | None], None] | None = None
+        self._last_seq = 0
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -90,6 +94,8 @@ class SqliteStore:
         try:
             self._write = _connect(self.path, self.synchronous)
             self._migrate(self._write)
+            self._last_seq = int(self._write.execute(
+                "SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
             self._read = _connect(self.path, self.synchronous)
         except sqlite3.Error as exc:
             raise StorageUnavailable(f"cannot open the database {self.path}: {exc}") from exc
@@ -176,7 +182,28 @@ class SqliteStore:
                     pass
                 err = StorageUnavailable(f"the database cannot commit: {exc}")
                 outcomes = [(fut, None, err) for _, fut in batch]
-            loop.call_soon_threadsafe(_resolve, outcomes)
+            on_events = self.on_events
+            committed = self._committed_events(conn) if on_events is not None else []
+            loop.call_soon_threadsafe(_resolve, outcomes, on_events, committed)
+
+    def _committed_events(self, conn: sqlite3.Connection
+                          ) -> list[tuple[str, Event | None]] | None:
+        """(desk, event) of every event committed since the last call, in seq order (the
+        event None where it carries a notice over HANDED_OVER_NOTICE_BYTES); None if they
+        cannot be read (whoever keeps recent events must then forget them)."""
+        try:
+            rows = conn.execute(_COMMITTED_SELECT + " WHERE e.seq > ? ORDER BY e.seq",
+                                (self._last_seq,)).fetchall()
+        except sqlite3.Error:
+            return None
+        if rows:
+            self._last_seq = rows[-1][0]
+        out: list[tuple[str, Event | None]] = []
+        for row in rows:
+            desk = str(row[13])
+            needs_notice = row[1] == "notice" or (row[1] == "escalation" and desk == row[12])
+            out.append((desk, None if needs_notice and row[3] is None else _event(row, desk)))
+        return out
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._thread is None:
@@ -479,35 +506,9 @@ class SqliteStore:
 
     def events_after(self, desk: str, after: int, limit: int) -> list[Event]:
         rows = self._reader().execute(
-            "SELECT e.seq, e.kind, e.notice_id, n.envelope, n.attestation, n.sender_cert,"
-            " d.receipt, d.receipt_attestation, d.ack, d.ack_attestation, d.signer_cert,"
-            " x.statement, x.recipient"
-            " FROM events e JOIN notices n ON n.notice_id = e.notice_id"
-            " LEFT JOIN deliveries d ON d.notice_id = e.notice_id AND d.recipient = e.recipient"
-            " LEFT JOIN escalations x ON x.id = e.escalation_id"
-            " WHERE e.desk = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
+            _EVENT_SELECT + " WHERE e.desk = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
             (desk, after, limit)).fetchall()
-        out = []
-        for (seq, kind, nid, env, att, scert, rcpt, rcpt_att, ack, ack_att, rcert,
-             statement, esc_recipient) in rows:
-            nid = bytes(nid)
-            if kind == "notice":
-                out.append(Event(seq, kind, nid, envelope=bytes(env), attestation=bytes(att),
-                                 signer_cert=bytes(scert)))
-            elif kind == "receipt":
-                out.append(Event(seq, kind, nid, confirmation=_b(rcpt),
-                                 attestation=_b(rcpt_att), signer_cert=_b(rcert)))
-            elif kind == "ack":
-                out.append(Event(seq, kind, nid, confirmation=_b(ack),
-                                 attestation=_b(ack_att), signer_cert=_b(rcert)))
-            elif kind in ("escalation", "resolved"):
-                # The recipient gets the notice again with its escalation (a re-push);
-                # the sender and contacts get the relay's statement only (metadata).
-                again = desk == esc_recipient and kind == "escalation"
-                out.append(Event(seq, kind, nid, attestation=_b(statement),
-                                 envelope=bytes(env) if again else None,
-                                 signer_cert=bytes(scert) if again else None))
-        return out
+        return [_event(row, desk) for row in rows]
 
     def pending_sent(self, desk: str) -> int:
         row = (
@@ -644,7 +645,49 @@ def _b(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
 
-def _resolve(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+#: An event row: what a desk's stream carries for it (see _event).
+_EVENT_SQL = (
+    "SELECT e.seq, e.kind, e.notice_id, {envelope}, n.attestation, n.sender_cert,"
+    " d.receipt, d.receipt_attestation, d.ack, d.ack_attestation, d.signer_cert,"
+    " x.statement, x.recipient, e.desk"
+    " FROM events e JOIN notices n ON n.notice_id = e.notice_id"
+    " LEFT JOIN deliveries d ON d.notice_id = e.notice_id AND d.recipient = e.recipient"
+    " LEFT JOIN escalations x ON x.id = e.escalation_id")
+_EVENT_SELECT = _EVENT_SQL.format(envelope="n.envelope")
+#: Committed events are handed over with notices up to this size; a larger notice's event
+#: is handed over as ``None`` (its streams read it from the store).
+HANDED_OVER_NOTICE_BYTES = 64 * 1024
+_COMMITTED_SELECT = _EVENT_SQL.format(
+    envelope=f"CASE WHEN length(n.envelope) <= {HANDED_OVER_NOTICE_BYTES} THEN n.envelope END")
+
+
+def _event(row: Any, desk: str) -> Event:
+    (seq, kind, nid, env, att, scert, rcpt, rcpt_att, ack, ack_att, rcert, statement,
+     esc_recipient) = row[:13]
+    nid = bytes(nid)
+    if kind == "notice":
+        return Event(seq, kind, nid, envelope=bytes(env), attestation=bytes(att),
+                     signer_cert=bytes(scert))
+    if kind == "receipt":
+        return Event(seq, kind, nid, confirmation=_b(rcpt), attestation=_b(rcpt_att),
+                     signer_cert=_b(rcert))
+    if kind == "ack":
+        return Event(seq, kind, nid, confirmation=_b(ack), attestation=_b(ack_att),
+                     signer_cert=_b(rcert))
+    # An escalation or resolution: the recipient gets the notice again with its escalation
+    # (a re-push); the sender and contacts get the relay's statement only (metadata).
+    again = desk == esc_recipient and kind == "escalation"
+    return Event(seq, kind, nid, attestation=_b(statement),
+                 envelope=bytes(env) if again else None,
+                 signer_cert=bytes(scert) if again else None)
+
+
+def _resolve(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]],
+             on_events: Callable[[list[tuple[str, Event | None]] | None], None] | None = None,
+             committed: list[tuple[str, Event | None]] | None = None) -> None:
+    # Committed events are handed over before any writer resumes (and wakes a stream).
+    if on_events is not None:
+        on_events(committed)
     for fut, result, exc in outcomes:
         if fut.done():
             continue
