@@ -505,15 +505,16 @@ class RelayConnection:
     async def _on_stream(self, kind: str, body: bytes, path: str) -> Accepted:
         """Send a notice or a confirmation on the open stream (a WebSocket message costs
         the relay and this client a fraction of an HTTP request), else over HTTP. A refusal
-        is final as over HTTP; a failure of the stream or a transient refusal (a rate limit,
-        a storage fault) goes over HTTP, which waits and retries as the relay asks. Both
-        ways are idempotent at the relay, so a retry never duplicates anything."""
+        is final as over HTTP; a failure of the stream, a transient refusal (a rate limit,
+        a storage fault) or a session refused (401) goes over HTTP, which waits and retries
+        as the relay asks, or logs in again. Both ways are idempotent at the relay, so a
+        retry never duplicates anything."""
         stream = self._stream
         if stream is not None:
             try:
                 return await stream.ask(kind, body)
             except RelayError as exc:
-                if exc.status != 429 and exc.status not in TRANSIENT_STATUSES:
+                if exc.status not in (401, 429) and exc.status not in TRANSIENT_STATUSES:
                     raise
                 log.info("relay.stream.%s_fallback reason=%s", kind, exc.code)
             except Exception as exc:  # the stream went away meanwhile
