@@ -9,6 +9,7 @@ store nothing, and leave the relay serving honest desks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import json
@@ -35,6 +36,7 @@ from keys.frames import (
     NoticeStatus,
     SessionRequest,
     auth_message,
+    client_message,
     decode_relay_message,
 )
 from keys.keyfile import decode_signing_key, read_key_file
@@ -643,9 +645,19 @@ async def test_revoked_desk_is_cut_off_at_once(tmp_path: Path, relay: RelayProce
 
     expect(await nsc.get("/v1/inbox"), 401, "unauthorized")
     expect(await nsc.post("/v1/notices", seal_to(nsc, cn).raw), 401, "unauthorized")
+    # A notice sent on the stream it had open is refused too (or meets the closed stream).
+    late = seal_to(nsc, cn)
+    with contextlib.suppress(ConnectionError):
+        await ws.send_bytes(client_message("submit", 1, notice=late.raw))
     msg = await ws.receive(timeout=5)
+    if msg.type == aiohttp.WSMsgType.BINARY:
+        answer = decode_relay_message(msg.data)
+        assert (answer["type"], answer["status"], answer["error"]) == (
+            "error", 401, "unauthorized"), answer
+        msg = await ws.receive(timeout=5)
     assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 4403)
     await ws.close()
+    await not_stored(late, cn)
     reply, _ = await login_reply(nsc)
     expect(reply, 403, "unknown_or_revoked_key")
     with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
