@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from client.cli import main as cli
+from client.cli.safe_text import line as safe
 from client.home import now_ms
 
 DEMO_PASSPHRASE = "demo passphrase (throwaway keys)"  # noqa: S105 - demo keys only
@@ -187,7 +188,7 @@ async def _conversation(base: Path, relay: DemoRelay) -> None:
     async with open_desk("us.caisi") as us, open_desk("cn.cac") as cn:
         await us.fetch()
         await cn.fetch()  # both desks have logged in: the relay knows their cards
-        print(f"3. A relay runs at {relay.url} (fingerprint {relay.fingerprint});")
+        print(f"3. A relay runs at {relay.url} (fingerprint {safe(relay.fingerprint)});")
         print("   both desks logged in with their identity keys (no passwords).")
 
         leak = IncidentReport(
@@ -203,15 +204,16 @@ async def _conversation(base: Path, relay: DemoRelay) -> None:
         print(f"   accepted it at {_hms(sent.accepted_at)} (a signed, fsynced attestation).")
         for item in await cn.fetch():
             if isinstance(item, ReceivedNotice):
-                print(f"   cn.cac received, verified and decrypted it: \"{item.report.title}\"")
+                print("   cn.cac received, verified and decrypted it: "
+                      f"\"{safe(item.report.title)}\"")
                 print("   (its client sent a signed delivery receipt automatically)")
         ack = await cn.ack(sent.notice_id, message="Seen. Blocking mirrors in our region.")
         print(f"   cn.cac acknowledged it at {_hms(ack.acknowledged_at)}, with a message "
               "only us.caisi can read.")
         for item in await us.fetch():
             if isinstance(item, ConfirmationEvent):
-                extra = f": \"{item.message}\"" if item.message else ""
-                print(f"   us.caisi sees the signed {item.kind} of {item.recipient}{extra}")
+                extra = f": \"{safe(item.message)}\"" if item.message else ""
+                print(f"   us.caisi sees the signed {item.kind} of {safe(item.recipient)}{extra}")
 
         jailbreak = IncidentReport(
             title="Jailbreak of assistant models spreading across platforms",
@@ -240,8 +242,8 @@ async def _conversation(base: Path, relay: DemoRelay) -> None:
     print("\n6. The operators' escalation log (metadata only, never content):")
     for line in (relay.home / "escalations.jsonl").read_text().splitlines():
         rec = json.loads(line)
-        print(f"   {rec['event']:<20} level {rec['level']}  {rec['sender']} -> "
-              f"{rec['recipient']}  {rec['severity']}  overdue {rec['overdue_ms']} ms")
+        print(safe(f"   {rec['event']:<20} level {rec['level']}  {rec['sender']} -> "
+                   f"{rec['recipient']}  {rec['severity']}  overdue {rec['overdue_ms']} ms"))
 
 
 def run() -> int:

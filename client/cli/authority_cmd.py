@@ -13,6 +13,7 @@ from typing import Any
 import nacl.signing
 
 from client.cli.common import COMMON, emit, home_of, iso, print_json
+from client.cli.safe_text import line
 from client.home import Home, now_ms, read_document, read_passphrase
 from keys import (
     AuthorityCard,
@@ -233,7 +234,7 @@ def _print_root(root: FederationRoot, now: int) -> None:
     )
     for c, key in root.members.items():
         state = "signed" if c in valid else "NOT SIGNED"
-        print(f"  {c}  {fingerprint('authority', c, key)}  {state}")
+        print(f"  {line(c)}  {fingerprint('authority', c, key)}  {state}")
 
 
 def cmd_fed_show(args: argparse.Namespace) -> int:
@@ -287,7 +288,7 @@ def cmd_rev_add(args: argparse.Namespace) -> int:
         rev = Revocation.decode(data)
         trust.add_revocation(rev)
         home.write(f"revocations/{rev.desk}-{rev.ik_kid.hex()}.rev", rev.encode())
-        print(f"revocation of {rev.desk} key {rev.ik_kid.hex()[:16]} verified and kept")
+        print(f"revocation of {line(rev.desk)} key {rev.ik_kid.hex()[:16]} verified and kept")
     return 0
 
 

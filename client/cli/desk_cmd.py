@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from client.cli.common import COMMON, iso, print_json
+from client.cli.safe_text import SafeFormatter, block, line
 from client.client import (
     ConfirmationEvent,
     EscalationEvent,
@@ -135,7 +136,7 @@ def _setup_logging(verbose: bool) -> None:
     logger = logging.getLogger("hotline.client")
     if not any(getattr(h, "_hotline_cli", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("hotline: %(message)s"))
+        handler.setFormatter(SafeFormatter("hotline: %(message)s"))
         handler._hotline_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.propagate = False
@@ -144,7 +145,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def _pinned(card: RelayCard, fpr: str) -> None:
     print(
-        f"hotline: pinned relay {card.relay_id} on first use, fingerprint {fpr}\n"
+        f"hotline: pinned relay {line(card.relay_id)} on first use, fingerprint {fpr}\n"
         "hotline: compare it with the operator's out of band",
         file=sys.stderr,
     )
@@ -308,7 +309,7 @@ def cmd_reply(args: argparse.Namespace) -> int:
         print_json({"notice_id": result.notice_id.hex(), "in_reply_to": original.notice_id.hex(),
                     "to": original.sender, "accepted_at": iso8601(result.accepted_at)})
     else:
-        print(f"reply {result.notice_id.hex()} to {original.sender}, answering "
+        print(f"reply {result.notice_id.hex()} to {line(original.sender)}, answering "
               f"{original.notice_id.hex()}")
         print(f"accepted by the relay at {iso(result.accepted_at)}")
     return 0
@@ -328,11 +329,32 @@ def cmd_inbox(args: argparse.Namespace) -> int:
             print_json(_notice_json(n))
         else:
             acked = "acked" if n.acked_at is not None else "NOT ACKED"
-            print(f"{n.notice_id.hex()}  {n.sender:<14} {n.severity:<8} {n.status:<8} "
-                  f"{iso(n.received_at)}  {acked:<9}  {_clip(n.report.title, 60)}")
+            print(f"{n.notice_id.hex()}  {line(n.sender):<14} {line(n.severity):<8} "
+                  f"{line(n.status):<8} {iso(n.received_at)}  {acked:<9}  "
+                  f"{line(_clip(n.report.title, 60))}")
     if not notices and not args.json:
         print("no notices" if args.all else "no unacknowledged notices", file=sys.stderr)
     return 0
+
+
+def _file_name(name: str) -> str:
+    """A peer-chosen attachment name as a plain file name inside the target folder.
+
+    The report schema already refuses separators and C0 controls; this holds even if it did
+    not: a name that is not one plain path component becomes ``attachment``. Controls, bidi
+    and invisible characters are escaped, so that a listing of the folder shows the name as
+    it is (no right-to-left override making ``gpj.exe`` read as ``exe.jpg``)."""
+    if name in ("", ".", "..") or "/" in name or "\\" in name or os.path.isabs(name):
+        return "attachment"
+    name = line(name)
+    # File systems allow 255 bytes a name; keep room for " (999)". 200 characters of
+    # Chinese are 600 bytes of UTF-8.
+    stem, suffix = os.path.splitext(name)
+    if len(suffix.encode()) > 32:
+        stem, suffix = name, ""
+    while len((stem + suffix).encode()) > 240:
+        stem = stem[:-1]
+    return stem + suffix
 
 
 def _save_attachments(n: ReceivedNotice, folder: str) -> list[str]:
@@ -340,7 +362,7 @@ def _save_attachments(n: ReceivedNotice, folder: str) -> list[str]:
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for a in n.report.attachments:
-        name = a.name if a.name not in (".", "..") else "attachment"
+        name = _file_name(a.name)
         stem, suffix = os.path.splitext(name)
         for i in range(1000):
             path = target / (name if i == 0 else f"{stem} ({i}){suffix}")
@@ -348,12 +370,14 @@ def _save_attachments(n: ReceivedNotice, folder: str) -> list[str]:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise UsageError(f"cannot write attachment {path}: {exc.strerror}") from exc
             with os.fdopen(fd, "wb") as fh:
                 fh.write(a.data)
             written.append(str(path))
             break
         else:
-            raise UsageError(f"too many files named like {name} in {folder}")
+            raise UsageError(f"too many files named like {name} in {line(folder)}")
     return written
 
 
@@ -390,10 +414,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         print_json(out)
         return 0
     print(f"notice:     {n.notice_id.hex()}")
-    print(f"from:       {n.sender}  (signature verified)")
-    print(f"to:         {', '.join(n.notice.recipients)}")
-    print(f"severity:   {n.severity}    status: {n.status}    TLP: {r.tlp.upper()}")
-    print(f"category:   {r.category}")
+    print(f"from:       {line(n.sender)}  (signature verified)")
+    print(f"to:         {line(', '.join(n.notice.recipients))}")
+    print(f"severity:   {line(n.severity)}    status: {line(n.status)}    "
+          f"TLP: {line(r.tlp.upper())}")
+    print(f"category:   {line(r.category)}")
     print(f"aware at:   {iso(r.aware_at)}")
     print(f"sent:       {iso(n.notice.created_at)}  accepted: {iso(n.accepted_at)}")
     print(f"received:   {iso(n.received_at)}")
@@ -401,24 +426,24 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"acked:      {acked}")
     if n.notice.in_reply_to:
         print(f"in reply to {n.notice.in_reply_to.hex()}")
-    print(f"\n{r.title}\n")
+    print(f"\n{line(r.title)}\n")
     if r.summary:
-        print(f"{r.summary}\n")
+        print(f"{block(r.summary)}\n")
     if r.body:
-        print(f"{r.body}\n")
+        print(f"{block(r.body)}\n")
     for label, values in (("systems", [s.name + (f" {s.version}" if s.version else "")
                                        for s in r.systems]),
                           ("countries", list(r.countries)), ("actions", list(r.actions))):
         if values:
-            print(f"{label}: {'; '.join(values)}")
+            print(f"{label}: {'; '.join(line(v) for v in values)}")
     if r.contact:
-        print(f"contact: {r.contact}")
+        print(f"contact: {line(r.contact)}")
     for t in r.translations:
-        print(f"[{t.lang}] {t.title}")
+        print(f"[{line(t.lang)}] {line(t.title)}")
     for a in r.attachments:
-        print(f"attachment: {a.name} ({a.media_type}, {len(a.data)} bytes)")
+        print(f"attachment: {line(a.name)} ({line(a.media_type)}, {len(a.data)} bytes)")
     for path in saved:
-        print(f"saved {path}")
+        print(f"saved {line(path)}")
     return 0
 
 
@@ -458,13 +483,23 @@ def _item_json(item: Item) -> dict[str, Any]:
 
 
 def _line(item: Item) -> str:
+    """One line for ``item``, safe to print: every field in it may come from a peer or the
+    relay (titles, messages, rejection reasons)."""
+    return line(_raw_line(item))
+
+
+def _quoted(text: str, width: int) -> str:
+    return f"'{_clip(text, width)}'"
+
+
+def _raw_line(item: Item) -> str:
     if isinstance(item, ReceivedNotice):
         again = " (again: not processed before)" if item.redelivered else ""
         return (f"NOTICE     {item.notice_id.hex()} from {item.sender} "
-                f"[{item.severity}/{item.status}] {_clip(item.report.title, 60)!r}{again}")
+                f"[{item.severity}/{item.status}] {_quoted(item.report.title, 60)}{again}")
     if isinstance(item, ConfirmationEvent):
         what = "DELIVERED " if item.kind == "receipt" else "ACKED     "
-        msg = f": {_clip(item.message, 80)!r}" if item.message else ""
+        msg = f": {_quoted(item.message, 80)}" if item.message else ""
         return (f"{what} {item.notice_id.hex()} by {item.recipient} at "
                 f"{iso(item.attested_at)}{msg}")
     if isinstance(item, EscalationEvent):
@@ -519,12 +554,16 @@ def _step_json(step: Step | None) -> dict[str, Any] | None:
 
 
 def _step_text(step: Step | None) -> str:
+    return line(_raw_step_text(step))
+
+
+def _raw_step_text(step: Step | None) -> str:
     if step is None:
         return "no"
     if not step.verified:
         return f"UNVERIFIED ({step.problem})"
     when = iso(step.attested_at) if step.attested_at is not None else "?"
-    return f"{when} (verified)" + (f": {step.message!r}" if step.message else "")
+    return f"{when} (verified)" + (f": '{step.message}'" if step.message else "")
 
 
 def _span(ms: object) -> str:
@@ -552,22 +591,23 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "verified": view.verified,
             })
         return 0
-    print(f"notice {nid} from {view.sender} [{view.severity}/{view.status}]")
+    print(f"notice {nid} from {line(view.sender)} [{line(view.severity)}/{line(view.status)}]")
     print(f"  accepted:     {_step_text(view.accepted)}")
     if view.digest_matches is False:
         print("  WARNING: the relay's digest differs from the notice this desk holds")
     for r in view.recipients:
-        print(f"  {r.desk}:")
+        print(f"  {line(r.desk)}:")
         print(f"    delivered:    {_step_text(r.delivered)}")
         print(f"    acknowledged: {_step_text(r.acknowledged)}")
         for e in r.escalations:
-            what = "resolved:    " if e.kind == "resolved" else f"escalated ({e.level}):"
+            what = "resolved:    " if e.kind == "resolved" else f"escalated ({line(str(e.level))}):"
             print(f"    {what} {_step_text(e)}")
         p = (view.policy or {}).get(r.desk)
         if isinstance(p, dict):
             response = p.get("response_window_ms")
+            level = line(str(p.get("max_level")))
             print(f"    policy:       ack within {_span(p.get('ack_window_ms'))}, escalate every "
-                  f"{_span(p.get('repeat_ms'))} up to level {p.get('max_level')}, response "
+                  f"{_span(p.get('repeat_ms'))} up to level {level}, response "
                   f"{'within ' + _span(response) if response else 'not required'} "
                   "(frozen at acceptance)")
     if not view.verified:

@@ -10,6 +10,7 @@ import nacl.public
 import nacl.signing
 
 from client.cli.common import COMMON, emit, home_of, iso, print_json
+from client.cli.safe_text import line
 from client.home import now_ms, read_document, read_passphrase
 from keys import (
     CertRequest,
@@ -173,7 +174,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.json:
         print_json(info)
         return 0
-    print(f"desk:                 {info['desk']}")
+    print(f"desk:                 {line(info['desk'])}")
     print(f"identity fingerprint: {info['identity_fingerprint']}")
     print(f"identity key id:      {info['identity_key_id']}")
     if info.get("certified_until"):
@@ -226,7 +227,7 @@ def cmd_contacts_add(args: argparse.Namespace) -> int:
         verified = trust.verify_card(card, now)
         home.write(f"contacts/{card.desk}.card", card.encode())
         print(
-            f"{card.desk}: verified, fingerprint "
+            f"{line(card.desk)}: verified, fingerprint "
             f"{fingerprint('desk', card.desk, bytes(verified.identity_key))}"
         )
     return 0
@@ -246,5 +247,5 @@ def cmd_contacts_list(args: argparse.Namespace) -> int:
         if args.json:
             print_json({"desk": desk, "fingerprint": fpr, "state": state})
         else:
-            print(f"{desk:20} {fpr}  {state}")
+            print(f"{line(desk):20} {fpr}  {line(state)}")
     return 0

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from client.cli import authority_cmd, desk_cmd, keys_cmd, ops_cmd, relay_cmd
+from client.cli.safe_text import line
 from keys.errors import HotlineError, UsageError
 
 
@@ -49,10 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except UsageError as exc:
-        print(f"hotline: {exc.message}", file=sys.stderr)
+        print(f"hotline: {line(exc.message)}", file=sys.stderr)
         return 2
     except HotlineError as exc:
-        print(f"hotline: {exc.message} [{exc.code}]", file=sys.stderr)
+        # Messages carry relay error details and peers' data: never print them raw.
+        print(f"hotline: {line(exc.message)} [{line(exc.code)}]", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("hotline: interrupted", file=sys.stderr)

@@ -13,6 +13,7 @@ from typing import Any
 import nacl.signing
 
 from client.cli.common import COMMON, home_of
+from client.cli.safe_text import line as safe_line
 from client.home import now_ms, read_passphrase
 from client.ops import OpsClient
 from keys.errors import UsageError
@@ -106,12 +107,17 @@ def _colour(text: str, key: str) -> str:
     return f"{COLOURS.get(key, '')}{text}{RESET}"
 
 
+def _safe(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with every string the relay sent made safe to print (see safe_text)."""
+    return {k: safe_line(v) if isinstance(v, str) else v for k, v in record.items()}
+
+
 def overdue_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "nothing is overdue"
     lines = [f"{'severity':9} {'notice':16} {'sender':14} {'recipient':14} {'track':8} "
              f"{'overdue':>8} {'level':>5}  delivered"]
-    for r in rows:
+    for r in map(_safe, rows):
         tag = " [EXERCISE]" if r.get("exercise") else ""
         line = (f"{r['severity']:9} {r['notice_id'][:16]:16} {r['sender']:14} "
                 f"{r['recipient']:14} {r['track']:8} {_minutes(r['overdue_ms']):>8} "
@@ -121,6 +127,7 @@ def overdue_table(rows: list[dict[str, Any]]) -> str:
 
 
 def escalation_line(r: dict[str, Any]) -> str:
+    r = _safe(r)
     tag = " [EXERCISE]" if r.get("exercise") else ""
     if r["event"] == "escalation.resolved":
         what = "acknowledged" if r["track"] == "ack" else "answered"
