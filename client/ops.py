@@ -53,7 +53,11 @@ class OpsClient:
 
     async def __aenter__(self) -> OpsClient:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=10))
-        await self.login()
+        try:
+            await self.login()
+        except BaseException:
+            await self.http.close()  # a refused login must not leak the session
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
