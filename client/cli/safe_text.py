@@ -2,8 +2,8 @@
 
 Every string a peer or the relay chose (titles, bodies, names, relay ids, error details,
 log reasons) passes through :func:`line` or :func:`block` before a human-readable view
-prints it. ``--json`` output does not: JSON escaping already keeps it inert, and it must
-carry the exact original string.
+prints it. ``--json`` output must carry the exact original strings: :func:`inert_json`
+writes the same unsafe characters as JSON ``\\u`` escapes, which decode to the original.
 
 The contract. A character is *unsafe* when it is
 
@@ -34,8 +34,9 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from collections.abc import Callable
 
-__all__ = ["SafeFormatter", "block", "line"]
+__all__ = ["SafeFormatter", "block", "inert_json", "line"]
 
 _KEEP = frozenset("\u200c\u200d")
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
@@ -59,22 +60,22 @@ def _escape(ch: str) -> str:
     return f"\\U{cp:08x}"
 
 
-def _render(text: str, keep: frozenset[str]) -> str:
+def _render(text: str, keep: frozenset[str], escape: Callable[[str], str] = _escape) -> str:
     # Fast path: most text has nothing to escape.
     if not any(_unsafe(ch) and ch not in keep for ch in text):
         return text
     out: list[str] = []
     pos = 0
     for m in _EMOJI_TAG_SEQUENCE.finditer(text):
-        out.extend(_escape_span(text[pos:m.start()], keep))
+        out.extend(_escape_span(text[pos:m.start()], keep, escape))
         out.append(m.group())
         pos = m.end()
-    out.extend(_escape_span(text[pos:], keep))
+    out.extend(_escape_span(text[pos:], keep, escape))
     return "".join(out)
 
 
-def _escape_span(text: str, keep: frozenset[str]) -> list[str]:
-    return [_escape(ch) if _unsafe(ch) and ch not in keep else ch for ch in text]
+def _escape_span(text: str, keep: frozenset[str], escape: Callable[[str], str]) -> list[str]:
+    return [escape(ch) if _unsafe(ch) and ch not in keep else ch for ch in text]
 
 
 def line(text: str) -> str:
@@ -87,6 +88,25 @@ def block(text: str) -> str:
     """``text`` made safe for a multi-line view (a body, a summary): as :func:`line`, but
     newline and tab are kept, and CRLF is read as a newline (a lone CR is escaped)."""
     return _render(text.replace("\r\n", "\n"), frozenset("\n\t"))
+
+
+def inert_json(document: str) -> str:
+    """JSON text (from ``json.dumps(..., ensure_ascii=False)``) with every unsafe character
+    written as a ``\\uXXXX`` escape, so that printing it cannot drive a terminal either.
+
+    JSON already escapes C0 controls; this adds C1, bidi, format characters and separators.
+    Outside strings JSON text is ASCII, so every such character sits inside a string, and
+    decoding gives back exactly the original value. Other text, the exceptions of
+    :func:`line` included, stays readable as it is."""
+    return _render(document, frozenset(), _json_escape)
+
+
+def _json_escape(ch: str) -> str:
+    cp = ord(ch)
+    if cp < 0x10000:
+        return f"\\u{cp:04x}"
+    cp -= 0x10000  # a UTF-16 surrogate pair, as JSON spells characters above the BMP
+    return f"\\u{0xD800 + (cp >> 10):04x}\\u{0xDC00 + (cp & 0x3FF):04x}"
 
 
 class SafeFormatter(logging.Formatter):

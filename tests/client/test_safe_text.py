@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import unicodedata
 
 import pytest
 
-from client.cli.safe_text import SafeFormatter, block, line
+from client.cli.safe_text import SafeFormatter, block, inert_json, line
 
 
 def dangerous(text: str) -> list[str]:
@@ -113,3 +114,19 @@ def test_safe_formatter_prints_each_log_record_as_one_safe_line() -> None:
                                None)
     shown = SafeFormatter("hotline: %(message)s").format(record)
     assert shown == "hotline: outbox.resend_deferred reason=bad\\n\\x1b[31mred\\u202e"
+
+
+@pytest.mark.parametrize("raw", [raw for raw, _ in ESCAPED] + ["\U000e0041 tag", "\u2028"])
+def test_inert_json_escapes_dangerous_characters_and_decodes_exactly(raw: str) -> None:
+    """``--json`` output holds no raw control, bidi or format character, yet decodes to the
+    exact original string (characters above U+FFFF as surrogate pairs)."""
+    document = inert_json(json.dumps({"title": raw}, ensure_ascii=False))
+    assert dangerous(document) == []
+    assert json.loads(document) == {"title": raw}
+
+
+@pytest.mark.parametrize("text", MULTILINGUAL)
+def test_inert_json_leaves_multilingual_text_readable(text: str) -> None:
+    """Text in any script stays as it is in JSON output, not \\u-escaped."""
+    document = json.dumps({"title": text}, ensure_ascii=False)
+    assert inert_json(document) == document

@@ -120,6 +120,8 @@ def test_show_json_keeps_every_hostile_string_exact(
 ) -> None:
     """``show --json`` is JSON-escaped (so inert) and carries the original strings exactly."""
     out = hotline("us.nsc", "show", world[2], "--json")
+    assert_safe(out)  # the escapes are JSON's own: \u001b, \u202e
+    assert WORLD in out
     shown = json.loads(out)
     assert (shown["title"], shown["summary"], shown["body"]) == (TITLE, SUMMARY, BODY)
     assert shown["contact"] == CONTACT and shown["actions"] == [ACTION]
