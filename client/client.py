@@ -313,11 +313,7 @@ class HotlineClient:
                 return v
         raw = await self.connection.get_card(desk)
         if raw is None:
-            known = " (it is among this desk's contacts)" if desk in self.home.contacts() else ""
-            raise UnknownDesk(
-                f"desk {desk} has never connected to the relay{known}: it cannot receive "
-                "notices until it does; check the id"
-            )
+            raw = await self._publish_contact(desk)
         card = DeskCard.decode(raw)
         if card.desk != desk:
             raise UntrustedKey(f"asked for the card of {desk}, the relay served {card.desk}'s")
@@ -327,6 +323,29 @@ class HotlineClient:
             self.home.write(name, encoded)
         self._cards[desk] = (verified, now)
         return verified
+
+    async def _publish_contact(self, desk: DeskId) -> bytes:
+        """The relay knows no card of ``desk`` (it has not connected yet): give the relay
+        the card from this desk's verified contacts, so the notice waits there, its
+        deadline running, until that desk connects."""
+        contact = self.home.contacts().get(desk)
+        if contact is None:
+            raise UnknownDesk(
+                f"the relay knows no desk {desk} and it is not among this desk's contacts: "
+                f"check the id, or add its card with 'hotline contacts add' (or ask {desk} "
+                "to run 'hotline keys publish')"
+            )
+        raw = contact.encode()
+        self.trust.verify_card(contact, self._now())
+        await self.connection.put_card(desk, raw)
+        log.info("card.published desk=%s (from contacts; it has not connected yet)", desk)
+        return raw
+
+    async def publish_card(self) -> DeskId:
+        """Give the relay this desk's own card now (its login does it), so that notices to
+        this desk are accepted before it first waits for them."""
+        await self.connection.put_card(self.desk, self._card_bytes())
+        return self.desk
 
     # ------------------------------------------------------------------ sending
     async def send(

@@ -495,6 +495,11 @@ class RelayConnection:
                 return None
             raise
 
+    async def put_card(self, desk: str, card: bytes) -> bool:
+        """Give the relay a desk's (self-certifying) card; True if it stored it, False if
+        it held that card already."""
+        return (await self.request("PUT", f"/v1/cards/{desk}", card)).status == 201
+
     async def root(self) -> bytes:
         return (await self.request("GET", "/v1/root", auth=False)).body
 

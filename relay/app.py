@@ -218,6 +218,15 @@ async def get_card(request: web.Request) -> web.Response:
     return _msgpack(card)
 
 
+async def put_card(request: web.Request) -> web.Response:
+    session = _session(request)
+    relay = request.app[RELAY]
+    desk = request.match_info["desk"]
+    body = await _body(request, relay.config.limits.max_small_body_bytes)
+    stored = await relay.publish_card(session, desk, body)
+    return web.Response(status=201 if stored else 200)
+
+
 async def submit(request: web.Request) -> web.Response:
     session = _session(request)
     relay = request.app[RELAY]
@@ -430,6 +439,7 @@ def make_app(relay: Relay, auth: Authenticator) -> web.Application:
     app.router.add_post("/v1/auth/challenge", challenge)
     app.router.add_post("/v1/auth/session", login)
     app.router.add_get("/v1/cards/{desk}", get_card)
+    app.router.add_put("/v1/cards/{desk}", put_card)
     app.router.add_post("/v1/notices", submit)
     app.router.add_get("/v1/notices/{notice_id}", get_notice)
     app.router.add_get("/v1/notices/{notice_id}/status", get_status)

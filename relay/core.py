@@ -202,6 +202,42 @@ class Relay:
         if session.expires_at <= self.clock.now_ms():
             raise RelayError(401, "unauthorized", "the session expired; log in again")
 
+    async def publish_card(self, session: DeskSession, desk: str, raw: bytes) -> bool:
+        """Take a desk's card from any logged-in desk (a card is self-certifying: its
+        country's authority signed it), so that a desk set up today can receive notices
+        before its first login. Returns whether the relay now holds a card it did not.
+
+        A published card never replaces a newer one: the relay keeps the card whose
+        identity certificate, then newest encryption key certificate, begins later (a
+        peer must not be able to bring back a desk's retired encryption key). The desk's
+        own login always replaces it, as before."""
+        now = self.clock.now_ms()
+        self._limit(self._confirm_rate, session.desk, now, 1, "confirmation")
+        try:
+            card = DeskCard.decode(raw)
+        except HotlineError as exc:
+            raise RelayError(400, "bad_card", f"the card does not decode: {exc}") from exc
+        if card.desk != desk:
+            raise RelayError(400, "bad_card",
+                             f"the card is {card.desk}'s, published under {desk[:43]!r}")
+        try:
+            verified = self.trust.verify_card(card, now)
+        except HotlineError as exc:
+            # verify_card also refuses a revoked identity key.
+            raise RelayError(400, "bad_card", f"the card of {desk} does not verify: {exc}"
+                             ) from exc
+        stored = self.store.get_card(desk)
+        if stored == raw:
+            return False
+        if stored is not None and _card_age(DeskCard.decode(stored)) >= _card_age(card):
+            raise RelayError(409, "stale_card",
+                             f"the relay holds a newer card of {desk} than the one published")
+        await self.store.put_card(desk, raw, verified.not_after, now)
+        self._cards.pop(desk, None)
+        self.log.info("card.published", desk=desk, by=session.desk,
+                      key_id=verified.ik_kid.hex())
+        return True
+
     async def remember_card(self, session: DeskSession, now: int) -> None:
         """Keep the card a desk logged in with (no write when it is the one stored: logins
         and reads then work even while the database cannot be written)."""
@@ -421,3 +457,9 @@ class Relay:
         self.hub.close_key(rev.desk, rev.ik_kid, "key revoked")
         self.log.warning("desk.revoked", desk=rev.desk, key_id=rev.ik_kid.hex())
         return rev
+
+
+def _card_age(card: DeskCard) -> tuple[int, int]:
+    """How recent a card is: its identity certificate's start, then its newest encryption
+    key certificate's start."""
+    return card.cert.not_before, max((e.not_before for e in card.eks), default=0)

@@ -65,6 +65,14 @@ def register(groups: Any) -> None:
     p.add_argument("--grace-days", type=int, default=DEFAULT_EK_GRACE_MS // DAY_MS)
     p.set_defaults(run=cmd_rotate)
 
+    p = keys.add_parser(
+        "publish", parents=[COMMON],
+        help="give the relay this desk's card now, so it can receive before it first connects",
+    )
+    p.add_argument("--relay", action="append", default=[], metavar="URL",
+                   help="relay URL (repeatable; default $HOTLINE_RELAY, else config.toml)")
+    p.set_defaults(run=cmd_publish)
+
     contacts = groups.add_parser("contacts", help="other desks' verified cards").add_subparsers(
         dest="cmd", metavar="ACTION", required=True
     )
@@ -136,6 +144,8 @@ def cmd_install(args: argparse.Namespace) -> int:
         f"installed the certificate of {cert.desk}, valid {iso(cert.not_before)} to "
         f"{iso(cert.not_after)}"
     )
+    print("next: 'hotline keys publish' gives the relay this desk's card, so that other desks "
+          "can send to it before it first connects")
     return 0
 
 
@@ -167,6 +177,15 @@ def _describe(args: argparse.Namespace) -> dict[str, Any]:
         root = home.root()
         info["federation_root"] = {"version": root.version, "expires": iso(root.expires_at)}
     return info
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from client.cli import desk_cmd  # the desk commands own the client set-up
+
+    desk = desk_cmd._run(args, lambda client: client.publish_card())
+    print(f"the relay holds the card of {desk}: notices to it are accepted and wait there "
+          "until it connects")
+    return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
