@@ -207,3 +207,44 @@ def test_overdue_durations_read_naturally(ms: int, text: str) -> None:
 )
 def test_aware_at_parsing(value: str, ms: int) -> None:
     assert parse_time(value) == ms
+
+
+@pytest.mark.parametrize("json_out", [False, True], ids=["text", "json"])
+def test_hotline_status_fails_loudly_when_the_relay_contradicts_the_outbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    json_out: bool,
+) -> None:
+    """A relay that drops the recipient who never acknowledged and relabels the notice
+    critical -> low: ``hotline status`` says VERIFICATION FAILED, names each difference,
+    and exits 1 (it exits 0 for the same notice before the relay lies)."""
+    fed = Federation.create(desks=("us.caisi", "cn.cac", "cn.mss"))
+    home = _write_home(tmp_path / "us.caisi", fed, "us.caisi")
+    relay = FakeRelay(fed)
+
+    def client(args: object) -> HotlineClient:
+        return HotlineClient(fed.desks["us.caisi"].secrets, home,
+                             connection=FakeConnection(relay, "us.caisi"),  # type: ignore[arg-type]
+                             trust=fed.trust, card=fed.desks["us.caisi"].card,
+                             clock=lambda: NOW)
+
+    async def send() -> str:
+        us = client(None)
+        sent = await us.send(to=["cn.cac", "cn.mss"], severity="critical", notice=report())
+        await us.close()
+        return sent.notice_id.hex()
+
+    nid = asyncio.run(send())
+    monkeypatch.setattr("client.cli.desk_cmd._client", client)
+    argv = ["status", nid] + (["--json"] if json_out else [])
+    assert main(argv) == 0
+    assert "VERIFICATION FAILED" not in capsys.readouterr().err
+    relay.status_drop_recipients = {"cn.mss"}
+    relay.status_severity = "low"
+    assert main(argv) == 1
+    out = capsys.readouterr()
+    assert "VERIFICATION FAILED" in out.err
+    assert "severity: the relay says 'low', this desk holds 'critical'" in out.err
+    assert "recipients: the relay says 'cn.cac', this desk holds 'cn.cac,cn.mss'" in out.err
+    if json_out:
+        (line,) = out.out.splitlines()
+        assert json.loads(line)["verified"] is False
