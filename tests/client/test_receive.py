@@ -345,13 +345,23 @@ async def test_repushed_notice_already_received_is_a_reminder(
 HOUR = 3_600_000
 
 
+def _root_trust(fed: Federation, issued_at: int, expires_at: int) -> TrustStore:
+    """A trust store pinning a root of ``fed``'s authorities with these dates (the
+    factory's root is issued only a day back, too recent to backdate across)."""
+    root = FederationRoot.create(
+        1, {c: bytes(k.verify_key) for c, k in fed.authorities.items()}, issued_at, expires_at)
+    for c, k in fed.authorities.items():
+        root = root.signed_by(c, k)
+    return TrustStore(root)
+
+
 async def test_relay_backdating_accepted_at_does_not_admit_an_expired_sender_certificate(
     make_client: MakeClient, fake_relay: FakeRelay, fed: Federation
 ) -> None:
     """The sender's certificate expired 47 hours ago; the relay signs the acceptance 48
     hours back, when it was valid. The client judges it at its own clock: refused."""
     old = fed.add_desk("us.old", not_before=NOW - 10 * DAY, not_after=NOW - 47 * HOUR)
-    cn = make_client("cn.cac")
+    cn = make_client("cn.cac", trust=_root_trust(fed, NOW - 30 * DAY, NOW + DAY))
     env = seal(report(), sender=old.secrets, recipients=[fed.verified("cn.cac")],
                severity="critical", now=NOW - 48 * HOUR)
     fake_relay.push("cn.cac", kind="notice", notice_id=env.notice_id, envelope=env.raw,
@@ -369,12 +379,7 @@ async def test_relay_backdating_accepted_at_does_not_extend_an_expired_federatio
 ) -> None:
     """The pinned root expired an hour ago by the client's clock; a relay that signs the
     acceptance two hours back does not make the client trust it again."""
-    expired = FederationRoot.create(
-        1, {c: bytes(k.verify_key) for c, k in fed.authorities.items()}, NOW - 10 * DAY,
-        NOW - HOUR)
-    for c, k in fed.authorities.items():
-        expired = expired.signed_by(c, k)
-    cn = make_client("cn.cac", trust=TrustStore(expired))
+    cn = make_client("cn.cac", trust=_root_trust(fed, NOW - 10 * DAY, NOW - HOUR))
     env = _seal(fed, "us.caisi", "cn.cac")
     _push_notice(fake_relay, "cn.cac", env,
                  attestation=fake_relay.attest("accepted", env.notice_id, env.digest,
@@ -390,7 +395,8 @@ async def test_relay_backdating_an_ack_signed_by_an_expired_key_does_not_silence
     """An ack signed with cn.cac's old identity key, whose certificate expired 47 hours
     ago, attested 48 hours back: rejected, and the watchdog still raises its alarm."""
     now = [NOW]
-    us = make_client("us.caisi", clock=lambda: now[0])
+    us = make_client("us.caisi", clock=lambda: now[0],
+                     trust=_root_trust(fed, NOW - 30 * DAY, NOW + DAY))
     sent = await us.send(to=["cn.cac"], severity="critical", notice=report())
     env = fake_relay.notices[sent.notice_id]
     old = fed.add_desk("cn.cac", not_before=NOW - 10 * DAY, not_after=NOW - 47 * HOUR)
@@ -403,6 +409,7 @@ async def test_relay_backdating_an_ack_signed_by_an_expired_key_does_not_silence
     now[0] = NOW + 20 * 60_000
     items = [i async for i in us.events(follow=False)]
     assert [type(i) for i in items] == [NoticeRejected, WatchdogOverdue]
+    assert isinstance(items[0], NoticeRejected) and "valid from" in items[0].reason
     assert us.state.confirmations(sent.notice_id) == []
 
 
