@@ -248,3 +248,37 @@ def test_hotline_status_fails_loudly_when_the_relay_contradicts_the_outbox(
     if json_out:
         (line,) = out.out.splitlines()
         assert json.loads(line)["verified"] is False
+
+
+def test_hotline_watch_shows_a_relay_time_a_year_off_as_a_clock_skew_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The relay signs an acceptance a year ahead, then one at 0: ``hotline watch`` shows
+    each once, as a ``clock_skew`` JSON object or a CLOCK SKEW line."""
+    fed = Federation.create(desks=("us.caisi", "cn.cac"))
+    home = _write_home(tmp_path / "us.caisi", fed, "us.caisi")
+    relay = FakeRelay(fed, sign_accepted_at=NOW + 365 * 86_400_000)
+
+    def client(args: object) -> HotlineClient:
+        return HotlineClient(fed.desks["us.caisi"].secrets, home,
+                             connection=FakeConnection(relay, "us.caisi"),  # type: ignore[arg-type]
+                             trust=fed.trust, card=fed.desks["us.caisi"].card,
+                             clock=lambda: NOW)
+
+    async def send() -> str:
+        us = client(None)
+        sent = await us.send(to=["cn.cac"], severity="critical", notice=report())
+        await us.close()
+        return sent.notice_id.hex()
+
+    nid = asyncio.run(send())
+    monkeypatch.setattr("client.cli.desk_cmd._client", client)
+    assert main(["watch", "--count", "1", "--json"]) == 0
+    (obj,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (obj["event"], obj["notice_id"], obj["attested_event"], obj["skew_ms"]) == (
+        "clock_skew", nid, "accepted", 365 * 86_400_000)
+    relay.sign_accepted_at = 0
+    asyncio.run(send())
+    assert main(["watch", "--count", "1"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()  # the first warning is not shown again
+    assert "CLOCK SKEW" in line and "behind this desk's clock" in line, line
