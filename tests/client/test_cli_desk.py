@@ -282,3 +282,21 @@ def test_hotline_watch_shows_a_relay_time_a_year_off_as_a_clock_skew_line(
     assert main(["watch", "--count", "1"]) == 0
     (line,) = capsys.readouterr().out.splitlines()  # the first warning is not shown again
     assert "CLOCK SKEW" in line and "behind this desk's clock" in line, line
+
+
+def test_desk_home_config_sets_the_allowed_clock_skew(desk_home: tuple[Path, Path, Federation]
+                                                      ) -> None:
+    """``max_clock_skew_seconds`` in config.toml reaches the client; the library argument
+    wins over it; without either it is 5 minutes."""
+    path, _, _ = desk_home
+    home = Home(path)
+    default = HotlineClient.from_home(path, PASSPHRASE)
+    assert default.max_clock_skew_ms == 300_000
+    asyncio.run(default.close())
+    home.write_config({"desk": "cn.cac", "max_clock_skew_seconds": 90})
+    configured = HotlineClient.from_home(path, PASSPHRASE)
+    assert configured.max_clock_skew_ms == 90_000
+    asyncio.run(configured.close())
+    explicit = HotlineClient.from_home(path, PASSPHRASE, max_clock_skew_ms=1_000)
+    assert explicit.max_clock_skew_ms == 1_000
+    asyncio.run(explicit.close())
