@@ -7,6 +7,7 @@ the pinned federation root, every signature, the relay's attestations.
 
 from client.client import (
     AckResult,
+    ClockSkewWarning,
     ConfirmationEvent,
     EscalationEvent,
     HotlineClient,
@@ -14,8 +15,10 @@ from client.client import (
     NoticeRejected,
     ReceivedNotice,
     SendResult,
+    StatusMismatch,
     UnknownDesk,
     UnknownNotice,
+    WatchdogOverdue,
 )
 from client.connection import (
     RelayConnection,
@@ -31,6 +34,7 @@ from client.verify import NoticeStatusView, RecipientView, Step
 __all__ = [
     "AckResult",
     "ClientState",
+    "ClockSkewWarning",
     "ConfirmationEvent",
     "EscalationEvent",
     "HotlineClient",
@@ -46,7 +50,9 @@ __all__ = [
     "RelayUnavailable",
     "RetryPolicy",
     "SendResult",
+    "StatusMismatch",
     "Step",
     "UnknownDesk",
     "UnknownNotice",
+    "WatchdogOverdue",
 ]

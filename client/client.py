@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
@@ -48,12 +49,14 @@ from client.connection import (
 from client.home import Home, now_ms, read_passphrase, resolve_home
 from client.items import (
     AckResult,
+    ClockSkewWarning,
     ConfirmationEvent,
     EscalationEvent,
     Item,
     NoticeRejected,
     ReceivedNotice,
     SendResult,
+    StatusMismatch,
     UnknownDesk,
     UnknownNotice,
     WatchdogOverdue,
@@ -65,9 +68,13 @@ from client.state import (
     ReceivedRecord,
     RejectedRecord,
     RelayEventRecord,
+    WarningRecord,
 )
 from client.verify import (
+    DEFAULT_MAX_CLOCK_SKEW_MS,
     NoticeStatusView,
+    OwnCopy,
+    beyond_skew,
     check_attestation,
     reopen,
     status_view,
@@ -90,6 +97,8 @@ from keys.trust import DeskCard, TrustStore, VerifiedDesk
 log = logging.getLogger("hotline.client")
 
 RELAY_ENV = "HOTLINE_RELAY"
+#: The desk home's config.toml key for the allowed clock skew, in seconds.
+SKEW_CONFIG = "max_clock_skew_seconds"
 #: HTTP statuses that refuse a notice for good: resending the same bytes cannot help.
 _FINAL = range(400, 500)
 _NOT_FINAL = frozenset({401, 408, 425, 429})
@@ -130,6 +139,18 @@ def relay_urls(home: Home, explicit: Sequence[str] | None = None) -> list[str]:
     if not isinstance(configured, list):
         raise UsageError(f"{home.file('config.toml')}: relays must be a list of URLs")
     return [str(u) for u in configured]
+
+
+def configured_skew_ms(home: Home) -> int | None:
+    """The allowed clock skew set in the home's config.toml (``max_clock_skew_seconds``),
+    in ms, or None if it is not set."""
+    value = home.config().get(SKEW_CONFIG)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 86_400:
+        raise UsageError(f"{home.file('config.toml')}: {SKEW_CONFIG} must be a number of "
+                         f"seconds from 0 to 86400, not {value!r}")
+    return int(value * 1000)
 
 
 def _recipient(value: str) -> DeskId:
@@ -186,10 +207,14 @@ class HotlineClient:
         policy: RetryPolicy | None = None,
         on_relay_pinned: Callable[[RelayCard, str], None] | None = None,
         watchdog: WatchdogPolicy | None = None,
+        max_clock_skew_ms: int | None = None,
     ) -> None:
         """``trust`` defaults to the home's pinned root and revocations, ``card`` to the
         home's desk card, ``state`` to ``client.db`` in the home. ``on_relay_pinned(card,
-        fingerprint)`` is called when the relay is pinned on first use."""
+        fingerprint)`` is called when the relay is pinned on first use.
+        ``max_clock_skew_ms`` (default 5 minutes): how far a relay-signed time may be off
+        this client's clock before a :class:`ClockSkewWarning` is raised; it also bounds
+        how far the relay's time can move the time certificates are judged at."""
         self.secrets = secrets
         self.home = home if isinstance(home, Home) else Home(Path(home).expanduser())
         self._clock = clock
@@ -202,6 +227,10 @@ class HotlineClient:
         self._connection_options = (sleep, policy, on_relay_pinned)
         self._closed = False
         self.watchdog_policy = watchdog or WatchdogPolicy()
+        if max_clock_skew_ms is not None and max_clock_skew_ms < 0:
+            raise UsageError("max_clock_skew_ms cannot be negative")
+        self.max_clock_skew_ms = (DEFAULT_MAX_CLOCK_SKEW_MS if max_clock_skew_ms is None
+                                  else max_clock_skew_ms)
         self._watchdog_reported: set[tuple[bytes, str]] = set()
         #: Recipients' verified cards, re-fetched from the relay after CARD_CACHE_MS.
         self._cards: dict[str, tuple[VerifiedDesk, int]] = {}
@@ -238,7 +267,8 @@ class HotlineClient:
 
         The passphrase is ``passphrase``, else read from ``passphrase_file``,
         $HOTLINE_PASSPHRASE or a prompt. Relay URLs are ``relays``, else $HOTLINE_RELAY
-        (comma-separated), else ``relays`` in the home's config.toml.
+        (comma-separated), else ``relays`` in the home's config.toml. The allowed clock
+        skew is ``max_clock_skew_ms``, else ``max_clock_skew_seconds`` in config.toml.
         """
         home = Home(resolve_home(path))
         if passphrase is None:
@@ -252,6 +282,8 @@ class HotlineClient:
                 f"{home.file('desk.cert')} certifies {cert.desk} key {cert.key_id.hex()[:16]}, "
                 "not this desk's identity key: install the certificate issued for this key"
             )
+        if kwargs.get("max_clock_skew_ms") is None:
+            kwargs["max_clock_skew_ms"] = configured_skew_ms(home)
         return cls(secrets, home, relay_urls(home, relays), **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -298,6 +330,25 @@ class HotlineClient:
 
     def _now(self) -> int:
         return self._clock()
+
+    def _check_skew(self, notice_id: bytes, event: str, desk: str, attested_at: int, *,
+                    earliest: int, latest: int) -> ClockSkewWarning | None:
+        """Record (and return) a warning if the relay's signed time of ``event`` lies
+        outside this client's own bounds ``[earliest, latest]`` beyond the allowed skew."""
+        if not beyond_skew(attested_at, earliest=earliest, latest=latest,
+                           skew_ms=self.max_clock_skew_ms):
+            return None
+        local = earliest if attested_at < earliest else latest
+        self.state.add_warning(
+            WarningRecord("clock_skew", notice_id, event, desk, attested_at, local))
+        log.warning("relay.clock_skew notice_id=%s event=%s desk=%s attested_at=%d local=%d",
+                    notice_id.hex(), event, desk, attested_at, local)
+        return ClockSkewWarning(notice_id, event, desk, attested_at, local)
+
+    def _take_warnings(self) -> list[ClockSkewWarning]:
+        """Recorded warnings not shown yet (each is handed out once)."""
+        return [ClockSkewWarning(w.notice_id, w.event, w.desk, w.attested_at, w.local_at)
+                for w in self.state.take_warnings() if w.kind == "clock_skew"]
 
     # ------------------------------------------------------------------ peers
     async def card_of(self, desk: str) -> VerifiedDesk:
@@ -407,6 +458,7 @@ class HotlineClient:
             return SendResult(nid, att.at, att, duplicate=True)
         if record.state == "failed":
             raise UsageError(f"the relay refused notice {nid.hex()} for good: {record.error}")
+        posted_at = self._now()
         try:
             accepted = await self.connection.post_notice(record.envelope)
         except RelayUnavailable as exc:
@@ -423,10 +475,17 @@ class HotlineClient:
             accepted.attestation, relay, event="accepted", notice_id=nid,
             digest=record.digest, desk=self.desk,
         )
-        self.state.mark_accepted(nid, accepted.attestation, att.at)
+        # Deadlines run from this client's clock, never from the relay's signed time. A
+        # duplicate was accepted by an earlier post: no later than the sealing is assumed.
+        now = self._now()
+        sent_at = record.created_at if accepted.duplicate else now
+        skew = self._check_skew(nid, "accepted", self.desk, att.at,
+                                earliest=sent_at if accepted.duplicate else posted_at,
+                                latest=now)
+        self.state.mark_accepted(nid, accepted.attestation, att.at, sent_at)
         log.info("notice.sent notice_id=%s accepted_at=%d duplicate=%s",
                  nid.hex(), att.at, accepted.duplicate)
-        return SendResult(nid, att.at, att, accepted.duplicate)
+        return SendResult(nid, att.at, att, accepted.duplicate, skew)
 
     async def resend_unconfirmed(self) -> list[SendResult]:
         """Post again, with the same bytes, every notice not yet accepted by the relay.
@@ -462,6 +521,8 @@ class HotlineClient:
             yield resumed
             self.state.mark_processed(resumed.notice_id)
         await self._send_missing_receipts()
+        for warning in self._take_warnings():
+            yield warning
         if not follow:
             # Inbox pages move the cursor page by page: consume them in step; the watchdog
             # looks once everything available was seen.
@@ -471,6 +532,8 @@ class HotlineClient:
                         yield item
             for overdue_item in self.watchdog_check():
                 yield overdue_item
+            for warning in self._take_warnings():
+                yield warning
             return
         # The first watchdog look waits until the backlog had time to arrive, so acks and
         # escalations received while this client was stopped are counted.
@@ -499,6 +562,8 @@ class HotlineClient:
                 except TimeoutError:
                     for overdue_item in self.watchdog_check():
                         yield overdue_item
+                    for warning in self._take_warnings():
+                        yield warning
                     continue
                 if got is None:
                     return
@@ -524,14 +589,19 @@ class HotlineClient:
             self.state.mark_processed(item.notice_id)
         else:
             yield item
+        for warning in self._take_warnings():
+            yield warning
 
     def watchdog_check(self) -> list[WatchdogOverdue]:
-        """Sent notices unacknowledged past this client's own deadline with no escalation
-        reported by the relay (each reported once per run)."""
+        """Recipients of sent notices that have not acknowledged (a verified, recipient-
+        signed ack) past the deadline this client counts from its own send time, whatever
+        the relay says it escalated or resolved (each reported once per run)."""
         now = self._now()
         found, self._watchdog_next = watchdog_overdue(
             self.state.watch_candidates(now - self.watchdog_policy.horizon_ms), now,
             self.watchdog_policy, self._watchdog_reported)
+        found = [dataclasses.replace(i, escalated=i.recipient in self.state.escalated(i.notice_id))
+                 for i in found]
         for item in found:
             self._watchdog_reported.add((item.notice_id, item.recipient))
             log.warning("watchdog.overdue notice_id=%s recipient=%s severity=%s overdue_ms=%d",
@@ -558,6 +628,7 @@ class HotlineClient:
                 item = await self.handle(event)
                 if item is not None:
                     items.append(item)
+        items.extend(self._take_warnings())
         return items
 
     async def _live(self) -> AsyncGenerator[Event, None]:
@@ -608,7 +679,9 @@ class HotlineClient:
             self.state.advance(event.seq)  # a replay or a re-push: seen already
             log.info("notice.duplicate notice_id=%s seq=%d", event.notice_id.hex(), event.seq)
             return None
-        v = verify_notice(event, me=self.secrets, trust=self.trust, relay=relay)
+        now = self._now()
+        v = verify_notice(event, me=self.secrets, trust=self.trust, relay=relay, now=now,
+                          skew_ms=self.max_clock_skew_ms)
         if known is not None:
             raise MalformedInput(
                 f"notice {event.notice_id.hex()} arrived again with other bytes (digest "
@@ -616,7 +689,9 @@ class HotlineClient:
                 code="id_conflict",
             )
         h = v.envelope.header
-        now = self._now()
+        # The relay cannot have accepted it before its sender sealed it, nor after now.
+        self._check_skew(h.notice_id, "accepted", h.sender, v.attestation.at,
+                         earliest=h.created_at, latest=now)
         record = ReceivedRecord(
             h.notice_id, event.seq, h.sender, h.severity, h.status, h.created_at,
             v.attestation.at, now, v.envelope.digest, v.envelope.raw, v.signer_cert,
@@ -635,12 +710,16 @@ class HotlineClient:
             "receipt", notice_id=record.notice_id, digest=record.digest,
             sender=DeskId(record.sender), me=self.secrets, at=self._now(), random=self._random,
         )
+        posted_at = self._now()
         try:
             accepted = await self.connection.send_confirmation(receipt.encode())
-            check_attestation(
+            att = check_attestation(
                 accepted.attestation, await self.relay(), event="delivered",
                 notice_id=record.notice_id, digest=record.digest, desk=self.desk,
             )
+            if not accepted.duplicate:
+                self._check_skew(record.notice_id, "delivered", self.desk, att.at,
+                                 earliest=posted_at, latest=self._now())
         except Exception as exc:  # whatever failed, the notice is verified and stored
             # The notice is verified and stored: show it anyway; the receipt is retried
             # (at the next start of events(), notices() or fetch()).
@@ -656,7 +735,7 @@ class HotlineClient:
 
     async def _resume(self, record: ReceivedRecord) -> ReceivedNotice | None:
         try:
-            notice = reopen(record.envelope, record.signer_cert, record.accepted_at,
+            notice = reopen(record.envelope, record.signer_cert, record.received_at,
                             me=self.secrets, trust=self.trust)
         except HotlineError as exc:
             log.warning("notice.unreadable notice_id=%s reason=%s",
@@ -684,16 +763,21 @@ class HotlineClient:
             raise MalformedInput(f"a {event.kind} event lacks its confirmation, attestation "
                                  "or certificate", code="missing_field")
         digest, recipients = await self._sent_digest(event.notice_id)
+        now = self._now()
         v = verify_confirmation(
             event.confirmation, event.attestation, event.signer_cert, trust=self.trust,
             relay=relay, notice_id=event.notice_id, digest=digest, sender=self.desk,
-            recipients=recipients, expected_kind=event.kind,
+            now=now, skew_ms=self.max_clock_skew_ms, recipients=recipients,
+            expected_kind=event.kind,
         )
         c = v.confirmation
         message = c.open_message(self.secrets) if c.message is not None else None
+        sent = self.state.outbox(event.notice_id)
+        self._check_skew(event.notice_id, v.attestation.event, c.recipient, v.attestation.at,
+                         earliest=sent.created_at if sent else v.attestation.at, latest=now)
         self.state.add_confirmation(
             ConfirmationRecord(event.notice_id, c.recipient, c.kind, event.seq, c.at,
-                               v.attestation.at, event.confirmation, event.attestation)
+                               v.attestation.at, event.confirmation, event.attestation, now)
         )
         log.info("notice.%s notice_id=%s recipient=%s",
                  "delivered" if c.kind == "receipt" else "acknowledged",
@@ -706,6 +790,8 @@ class HotlineClient:
         received = self.state.received(event.notice_id)
         digest = sent.digest if sent else received.digest if received else None
         st = verify_relay_event(event, relay, digest)
+        self._check_skew(event.notice_id, st.kind, st.recipient, st.at,
+                         earliest=sent.created_at if sent else st.at, latest=self._now())
         item: Item | None = None
         if (event.kind == "escalation" and event.envelope is not None and received is None
                 and st.recipient == self.desk):
@@ -738,7 +824,7 @@ class HotlineClient:
         record = self.state.received(nid)
         if record is None:
             raise UnknownNotice(f"no notice {nid.hex()} among those this desk received")
-        notice = reopen(record.envelope, record.signer_cert, record.accepted_at,
+        notice = reopen(record.envelope, record.signer_cert, record.received_at,
                         me=self.secrets, trust=self.trust)
         return ReceivedNotice(notice, record.seq, record.accepted_at, record.received_at,
                               redelivered=record.yielded, acked_at=record.acked_at)
@@ -749,7 +835,7 @@ class HotlineClient:
         out = []
         for record in self.state.received_list(include_acked=include_acked):
             try:
-                notice = reopen(record.envelope, record.signer_cert, record.accepted_at,
+                notice = reopen(record.envelope, record.signer_cert, record.received_at,
                                 me=self.secrets, trust=self.trust)
             except HotlineError as exc:
                 log.warning("notice.unreadable notice_id=%s reason=%s",
@@ -798,11 +884,15 @@ class HotlineClient:
             me=self.secrets, at=self._now(), message=message, sender_keys=sender_keys,
             random=self._random,
         )
+        posted_at = self._now()
         accepted = await self.connection.send_confirmation(ack.encode())
         att = check_attestation(
             accepted.attestation, await self.relay(), event="acknowledged", notice_id=nid,
             digest=record.digest, desk=self.desk,
         )
+        if not accepted.duplicate:
+            self._check_skew(nid, "acknowledged", self.desk, att.at, earliest=posted_at,
+                             latest=self._now())
         self.state.mark_acked(nid, att.at)
         log.info("notice.acknowledged notice_id=%s sender=%s", nid.hex(), record.sender)
         return AckResult(nid, att.at, att, accepted.duplicate)
@@ -810,7 +900,10 @@ class HotlineClient:
     # ------------------------------------------------------------------ status
     async def status(self, notice_id: bytes | str) -> NoticeStatusView:
         """The notice's status from the relay, every signature in it verified (each item
-        carries its own ``verified`` flag; ``view.verified`` sums them up)."""
+        carries its own ``verified`` flag; ``view.verified`` sums them up), and its
+        sender, recipients, severity and status compared with this desk's own copy (the
+        outbox, or the envelope it received): any difference is in ``view.mismatches``
+        and makes ``view.verified`` False."""
         nid = self.resolve_id(notice_id)
         status = await self.connection.get_status(nid)
         if status.notice_id != nid:
@@ -818,13 +911,26 @@ class HotlineClient:
                                  code="bad_value")
         sent = self.state.outbox(nid)
         got = self.state.received(nid)
-        local = sent.digest if sent else got.digest if got else None
-        return status_view(status, trust=self.trust, relay=await self.relay(),
-                           me=self.secrets, local_digest=local)
+        own: OwnCopy | None = None
+        if sent is not None:
+            own = OwnCopy(self.desk, sent.severity, sent.status, sent.recipients, sent.digest)
+        elif got is not None:
+            h = Envelope.decode(got.envelope).header
+            own = OwnCopy(h.sender, h.severity, h.status, tuple(h.recipients), got.digest)
+        stored = {c.confirmation: c.received_at for c in self.state.confirmations(nid)
+                  if c.received_at is not None}
+        view = status_view(status, trust=self.trust, relay=await self.relay(),
+                           me=self.secrets, now=self._now(), skew_ms=self.max_clock_skew_ms,
+                           own=own, received_at=stored)
+        for m in view.mismatches:
+            log.warning("status.mismatch notice_id=%s field=%s ours=%s relay=%s",
+                        nid.hex(), m.field, m.ours, m.relay)
+        return view
 
 
 __all__ = [
     "AckResult",
+    "ClockSkewWarning",
     "ConfirmationEvent",
     "EscalationEvent",
     "HomePin",
@@ -833,8 +939,11 @@ __all__ = [
     "NoticeRejected",
     "ReceivedNotice",
     "SendResult",
+    "StatusMismatch",
     "UnknownDesk",
     "UnknownNotice",
+    "WatchdogOverdue",
+    "configured_skew_ms",
     "parse_notice_id",
     "relay_urls",
 ]

@@ -22,6 +22,8 @@ class SendResult:
     attestation: Attestation
     #: The relay had this notice already (a resend of the same bytes).
     duplicate: bool = False
+    #: Set when the relay's signed time is off this client's clock beyond the allowed skew.
+    clock_skew: ClockSkewWarning | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +120,11 @@ class NoticeRejected:
 
 @dataclass(frozen=True, slots=True)
 class WatchdogOverdue:
-    """By this client's own clock, ``recipient`` has not acknowledged a notice we sent,
-    past its deadline, and the relay has reported no escalation: the relay may have
-    stopped escalating. Raised once per (notice, recipient) per client run."""
+    """By this client's own clock, ``recipient`` has not acknowledged a notice we sent
+    past its deadline (counted from when this client sent it). Only the recipient's signed
+    acknowledgement satisfies the watchdog; ``escalated`` says whether the relay reported
+    escalating, which proves the relay acted, never that the recipient answered. Raised
+    once per (notice, recipient) per client run."""
 
     notice_id: bytes
     recipient: str
@@ -128,9 +132,43 @@ class WatchdogOverdue:
     status: str
     deadline: int
     overdue_ms: int
+    escalated: bool = False
 
 
-Item = ReceivedNotice | ConfirmationEvent | EscalationEvent | NoticeRejected | WatchdogOverdue
+@dataclass(frozen=True, slots=True)
+class ClockSkewWarning:
+    """The relay signed a time for ``event`` (accepted, delivered, acknowledged, escalated,
+    resolved) of a notice that is off this client's clock by more than the allowed skew.
+    The client judged deadlines and certificates by its own clock; the relay's time is
+    shown here, not used."""
+
+    notice_id: bytes
+    event: str
+    #: The desk the attested event concerns.
+    desk: str
+    attested_at: int
+    #: This client's clock when it checked (the bound the attested time broke).
+    local_at: int
+
+    @property
+    def skew_ms(self) -> int:
+        """How far the relay's time is ahead (positive) or behind (negative)."""
+        return self.attested_at - self.local_at
+
+
+@dataclass(frozen=True, slots=True)
+class StatusMismatch:
+    """The relay's status of a notice says ``relay`` for ``field`` (recipients, severity,
+    status or sender) where this desk's own copy of the notice says ``ours``."""
+
+    notice_id: bytes
+    field: str
+    ours: str
+    relay: str
+
+
+Item = (ReceivedNotice | ConfirmationEvent | EscalationEvent | NoticeRejected | WatchdogOverdue
+        | ClockSkewWarning)
 
 
 class UnknownDesk(UsageError):
@@ -148,12 +186,14 @@ class UnknownNotice(UsageError):
 
 __all__ = [
     "AckResult",
+    "ClockSkewWarning",
     "ConfirmationEvent",
     "EscalationEvent",
     "Item",
     "NoticeRejected",
     "ReceivedNotice",
     "SendResult",
+    "StatusMismatch",
     "UnknownDesk",
     "UnknownNotice",
     "WatchdogOverdue",

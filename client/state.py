@@ -13,6 +13,13 @@ What it remembers, and why:
 * **confirmations**: receipts and acknowledgements of sent notices, verified, as signed.
 * **relay_events**: escalation and resolution attestations about notices.
 * **rejected**: events that failed verification, for the operator to look at.
+* **warnings**: relay-signed times that disagreed with this client's clock by more than the
+  allowed skew, kept until an event loop shows them.
+
+Times the client judges by are its own: ``outbox.sent_at`` (when the relay's acceptance
+arrived, the watchdog's start), ``received.received_at`` and ``confirmations.received_at``
+(when the item arrived, the time its signer's certificate is re-checked at). The relay's
+signed times are kept beside them, for display only.
 
 WAL and ``synchronous=FULL``: a committed transaction survives a crash of the machine.
 All calls run on the caller's thread; SQLite on a local disk answers in microseconds.
@@ -33,7 +40,7 @@ from keys.errors import UsageError
 from keys.keyfile import ensure_private_dir
 
 DB_NAME = "client.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: How long a write waits for another process (a second CLI on the same home) to commit.
 BUSY_TIMEOUT_MS = 10_000
 
@@ -107,6 +114,26 @@ CREATE TABLE rejected (
 INSERT INTO meta (key, value) VALUES ('cursor', '0');
 """
 
+#: Steps from each schema version to the next; a v1 file is migrated in place.
+_MIGRATIONS: dict[int, str] = {
+    2: """
+ALTER TABLE outbox ADD COLUMN sent_at INTEGER;
+UPDATE outbox SET sent_at = created_at WHERE state = 'accepted';
+ALTER TABLE confirmations ADD COLUMN received_at INTEGER;
+CREATE TABLE warnings (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind        TEXT NOT NULL,
+    notice_id   BLOB NOT NULL,
+    event       TEXT NOT NULL,
+    desk        TEXT NOT NULL,
+    attested_at INTEGER NOT NULL,
+    local_at    INTEGER NOT NULL,
+    shown       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX warnings_pending ON warnings (shown, id);
+""",
+}
+
 
 # ----------------------------------------------------------------------------- records
 
@@ -150,6 +177,8 @@ class OutboxRecord:
     attestation: bytes | None = None
     accepted_at: int | None = None
     error: str | None = None
+    #: This client's clock when the relay's acceptance arrived: where deadlines start.
+    sent_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +191,8 @@ class ConfirmationRecord:
     attested_at: int
     confirmation: bytes
     attestation: bytes
+    #: This client's clock when it arrived (None for rows from before schema v2).
+    received_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +216,19 @@ class RejectedRecord:
     at: int
 
 
+@dataclass(frozen=True, slots=True)
+class WarningRecord:
+    """A relay-signed time ``attested_at`` of ``event`` that was ``local_at`` by this
+    client's clock, beyond the allowed skew (``kind="clock_skew"``)."""
+
+    kind: str
+    notice_id: bytes
+    event: str
+    desk: str
+    attested_at: int
+    local_at: int
+
+
 _SELECT_RECEIVED = (
     "SELECT notice_id, seq, sender, severity, status, created_at, accepted_at, received_at, "
     "digest, envelope, signer_cert, attestation, receipt_sent, yielded, processed, acked_at "
@@ -197,7 +241,7 @@ _INSERT_RECEIVED = (
 )
 _SELECT_OUTBOX = (
     "SELECT notice_id, envelope, digest, recipients, severity, status, created_at, state, "
-    "attestation, accepted_at, error FROM outbox"
+    "attestation, accepted_at, error, sent_at FROM outbox"
 )
 _INSERT_OUTBOX = (
     "INSERT OR IGNORE INTO outbox (notice_id, envelope, digest, recipients, severity, status, "
@@ -218,13 +262,14 @@ def _received(row: Any) -> ReceivedRecord:
 
 def _outbox(row: Any) -> OutboxRecord:
     (nid, envelope, digest, recipients, severity, status, created, state, att, accepted,
-     error) = row
+     error, sent) = row
     return OutboxRecord(
         bytes(nid), bytes(envelope), bytes(digest),
         tuple(json.loads(str(recipients))), str(severity), str(status), int(created),
         str(state), None if att is None else bytes(att),
         None if accepted is None else int(accepted),
         None if error is None else str(error),
+        None if sent is None else int(sent),
     )
 
 
@@ -272,15 +317,18 @@ class ClientState:
                 f"{self.path} is at schema v{version} but this client knows v{SCHEMA_VERSION}; "
                 "upgrade hotline"
             )
-        if version == 0:
-            with self._tx():
-                # Another process may have created it between our check and our lock.
-                (version,) = self._db.execute("PRAGMA user_version").fetchone()
-                if version == 0:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            self._db.execute(statement)
-                    self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if version == SCHEMA_VERSION:
+            return
+        with self._tx():
+            # Another process may have migrated it between our check and our lock.
+            (version,) = self._db.execute("PRAGMA user_version").fetchone()
+            steps = [_SCHEMA] if version == 0 else []
+            steps += [_MIGRATIONS[v] for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1)]
+            for script in steps:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -420,31 +468,44 @@ class ClientState:
         return [_outbox(r) for r in rows]
 
     def watch_candidates(self, since: int) -> list[tuple[bytes, str, str, str, int]]:
-        """``(notice_id, recipient, severity, status, accepted_at)`` for every recipient of a
-        notice this desk sent (accepted since ``since``) that has not acknowledged it and
-        whose escalation the relay has not reported: what the watchdog keeps an eye on."""
+        """``(notice_id, recipient, severity, status, sent_at)`` for every recipient of a
+        notice this desk sent (by this client's clock, since ``since``) that has not
+        acknowledged it: what the watchdog keeps an eye on. Only a stored (verified,
+        recipient-signed) ack takes a recipient off the list; whatever the relay says about
+        escalating or resolving does not."""
         out: list[tuple[bytes, str, str, str, int]] = []
         rows = self._db.execute(
-            "SELECT notice_id, recipients, severity, status, accepted_at FROM outbox"
-            " WHERE state = 'accepted' AND accepted_at >= ?", (since,)).fetchall()
-        for nid, recipients, severity, status, accepted_at in rows:
+            "SELECT notice_id, recipients, severity, status, COALESCE(sent_at, created_at)"
+            " FROM outbox WHERE state = 'accepted' AND COALESCE(sent_at, created_at) >= ?",
+            (since,)).fetchall()
+        for nid, recipients, severity, status, sent_at in rows:
             done = {r for (r,) in self._db.execute(
-                "SELECT recipient FROM confirmations WHERE notice_id = ? AND kind = 'ack'"
-                " UNION SELECT desk FROM relay_events WHERE notice_id = ?", (nid, nid))}
-            out.extend((bytes(nid), str(r), str(severity), str(status), int(accepted_at))
+                "SELECT recipient FROM confirmations WHERE notice_id = ? AND kind = 'ack'",
+                (nid,))}
+            out.extend((bytes(nid), str(r), str(severity), str(status), int(sent_at))
                        for r in json.loads(str(recipients)) if r not in done)
         return out
+
+    def escalated(self, notice_id: bytes) -> set[str]:
+        """Recipients of ``notice_id`` whose escalation the relay reported (a signed claim
+        that the relay escalated, not that the recipient answered)."""
+        return {str(d) for (d,) in self._db.execute(
+            "SELECT desk FROM relay_events WHERE notice_id = ? AND kind = 'escalation'",
+            (notice_id,))}
 
     def unconfirmed(self) -> list[OutboxRecord]:
         """Sent notices the relay has not (yet, to our knowledge) accepted."""
         return self.outbox_list("unconfirmed")
 
-    def mark_accepted(self, notice_id: bytes, attestation: bytes, accepted_at: int) -> None:
+    def mark_accepted(self, notice_id: bytes, attestation: bytes, accepted_at: int,
+                      sent_at: int | None = None) -> None:
+        """The relay accepted the notice (signed ``accepted_at``); ``sent_at`` is this
+        client's clock then (default: the time it sealed the notice)."""
         with self._tx() as db:
             db.execute(
                 "UPDATE outbox SET state = 'accepted', attestation = ?, accepted_at = ?, "
-                "error = NULL WHERE notice_id = ?",
-                (attestation, accepted_at, notice_id),
+                "sent_at = COALESCE(sent_at, ?, created_at), error = NULL WHERE notice_id = ?",
+                (attestation, accepted_at, sent_at, notice_id),
             )
 
     def mark_failed(self, notice_id: bytes, error: str) -> None:
@@ -462,21 +523,23 @@ class ClientState:
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO confirmations (notice_id, recipient, kind, seq, at, "
-                "attested_at, confirmation, attestation) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "attested_at, confirmation, attestation, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.notice_id, record.recipient, record.kind, record.seq, record.at,
-                 record.attested_at, record.confirmation, record.attestation),
+                 record.attested_at, record.confirmation, record.attestation,
+                 record.received_at),
             )
             self._advance(db, record.seq)
             return cur.rowcount == 1
 
     def confirmations(self, notice_id: bytes) -> list[ConfirmationRecord]:
         rows = self._db.execute(
-            "SELECT notice_id, recipient, kind, seq, at, attested_at, confirmation, attestation "
-            "FROM confirmations WHERE notice_id = ? ORDER BY recipient, kind",
+            "SELECT notice_id, recipient, kind, seq, at, attested_at, confirmation, attestation, "
+            "received_at FROM confirmations WHERE notice_id = ? ORDER BY recipient, kind",
             (notice_id,),
         )
         return [ConfirmationRecord(bytes(r[0]), r[1], r[2], r[3], r[4], r[5], bytes(r[6]),
-                                   bytes(r[7])) for r in rows]
+                                   bytes(r[7]), r[8]) for r in rows]
 
     def add_relay_event(self, record: RelayEventRecord) -> bool:
         with self._tx() as db:
@@ -515,6 +578,37 @@ class ClientState:
         )
         return [RejectedRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
 
+    # ------------------------------------------------------------------ warnings
+    def add_warning(self, record: WarningRecord) -> None:
+        """Keep a warning until an event loop shows it."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO warnings (kind, notice_id, event, desk, attested_at, local_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (record.kind, record.notice_id, record.event, record.desk, record.attested_at,
+                 record.local_at),
+            )
+
+    def take_warnings(self) -> list[WarningRecord]:
+        """The warnings not shown yet, oldest first, now marked shown."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, kind, notice_id, event, desk, attested_at, local_at FROM warnings "
+                "WHERE shown = 0 ORDER BY id").fetchall()
+            if rows:
+                db.execute("UPDATE warnings SET shown = 1 WHERE shown = 0 AND id <= ?",
+                           (rows[-1][0],))
+        return [WarningRecord(str(r[1]), bytes(r[2]), str(r[3]), str(r[4]), int(r[5]),
+                              int(r[6])) for r in rows]
+
+    def warnings(self) -> list[WarningRecord]:
+        """Every warning recorded, shown or not, oldest first."""
+        rows = self._db.execute(
+            "SELECT kind, notice_id, event, desk, attested_at, local_at FROM warnings "
+            "ORDER BY id")
+        return [WarningRecord(str(r[0]), bytes(r[1]), str(r[2]), str(r[3]), int(r[4]),
+                              int(r[5])) for r in rows]
+
 
 __all__ = [
     "DB_NAME",
@@ -524,4 +618,5 @@ __all__ = [
     "ReceivedRecord",
     "RejectedRecord",
     "RelayEventRecord",
+    "WarningRecord",
 ]

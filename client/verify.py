@@ -9,15 +9,22 @@ typed error of :mod:`keys.errors` that says what did not hold.
 * a receipt or acknowledgement of a notice we sent: the recipient's certificate, its
   signature bound to our notice's digest and to us, and the relay's attestation;
 * an escalation or resolution: the relay's signed statement (or attestation);
-* a notice's status: every one of the above, each item flagged rather than raised.
+* a notice's status: every one of the above, each item flagged rather than raised, and
+  compared with what this desk itself sent or holds.
+
+Times are the client's, never the relay's (DESIGN.md "The client trusts proofs, not the
+relay"): a live item's signer certificate (and the pinned root) is judged at the
+client's clock, moved towards the relay's signed time by at most the allowed skew; a
+stored item re-opened later is judged at the client's recorded time of receipt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from client.items import StatusMismatch
 from keys.envelope import Envelope, Notice, open_envelope
 from keys.errors import BadSignature, HotlineError, MalformedInput, UntrustedKey
 from keys.frames import Event, NoticeStatus, RecipientStatus
@@ -33,6 +40,9 @@ from keys.receipts import (
 from keys.secrets import DeskSecrets
 from keys.signed import split
 from keys.trust import DeskCertificate, TrustStore
+
+#: How far a relay-signed time may be off this client's clock before it is not believed.
+DEFAULT_MAX_CLOCK_SKEW_MS = 5 * 60_000
 
 #: The attestation event the relay signs for each kind of confirmation and stream event.
 ATTESTED = {
@@ -62,6 +72,19 @@ def check_attestation(
     return att
 
 
+def judged_time(attested_at: int, now: int, skew_ms: int) -> int:
+    """The time a live item's signer is judged at: this client's clock ``now``, moved
+    towards the relay's signed ``attested_at`` by at most ``skew_ms``, so a relay that
+    backdates (or postdates) its time gains no more than the allowed skew."""
+    return min(max(attested_at, now - skew_ms), now + skew_ms)
+
+
+def beyond_skew(attested_at: int, *, earliest: int, latest: int, skew_ms: int) -> bool:
+    """True if a relay-signed time lies outside ``[earliest, latest]`` (this client's own
+    bounds for it) by more than ``skew_ms``."""
+    return attested_at < earliest - skew_ms or attested_at > latest + skew_ms
+
+
 def _require(value: bytes | None, what: str, kind: str) -> bytes:
     if value is None:
         raise MalformedInput(f"a {kind} event lacks its {what}", code="missing_field")
@@ -77,12 +100,14 @@ class VerifiedNotice:
 
 
 def verify_notice(
-    event: Event, *, me: DeskSecrets, trust: TrustStore, relay: RelayCard
+    event: Event, *, me: DeskSecrets, trust: TrustStore, relay: RelayCard, now: int,
+    skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS,
 ) -> VerifiedNotice:
     """Everything a recipient checks before it shows a notice (S2-S4), in this order:
     envelope shape; the relay's acceptance of exactly these bytes; the sender's
-    certificate under the pinned root at the attested acceptance time (revocations
-    included); then the envelope's signatures, binding and content."""
+    certificate under the pinned root (revocations included) at this client's time
+    ``now`` (see :func:`judged_time`); then the envelope's signatures, binding and
+    content."""
     raw = _require(event.envelope, "envelope", "notice")
     env = Envelope.decode(raw)
     if env.notice_id != event.notice_id:
@@ -105,18 +130,19 @@ def verify_notice(
             f"the certificate sent with notice {env.notice_id.hex()} is for {cert.desk}, "
             f"not for its sender {env.header.sender}"
         )
-    sender = trust.verify_signer(cert, att.at)
+    sender = trust.verify_signer(cert, judged_time(att.at, now, skew_ms))
     notice = open_envelope(env, me=me, sender=sender)
     return VerifiedNotice(notice, env, att, cert_raw)
 
 
 def reopen(
-    envelope: bytes, signer_cert: bytes, accepted_at: int, *, me: DeskSecrets, trust: TrustStore
+    envelope: bytes, signer_cert: bytes, received_at: int, *, me: DeskSecrets, trust: TrustStore
 ) -> Notice:
-    """Open a stored notice again (it is kept sealed on disk), re-checking the sender's key:
+    """Open a stored notice again (it is kept sealed on disk), re-checking the sender's key
+    at ``received_at``, the time this client recorded on receipt (never a relay's time):
     a key revoked since it arrived is refused from now on."""
     env = Envelope.decode(envelope)
-    sender = trust.verify_signer(DeskCertificate.decode(signer_cert), accepted_at)
+    sender = trust.verify_signer(DeskCertificate.decode(signer_cert), received_at)
     return open_envelope(env, me=me, sender=sender)
 
 
@@ -136,13 +162,18 @@ def verify_confirmation(
     notice_id: bytes,
     digest: bytes,
     sender: DeskId,
+    now: int,
+    skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS,
+    received_at: int | None = None,
     recipients: Sequence[str] | None = None,
     expected_recipient: str | None = None,
     expected_kind: str | None = None,
 ) -> VerifiedConfirmation:
     """Check a recipient's receipt or ack of a notice from ``sender`` with ``digest`` (S6):
     the recipient's certificate, its signature and binding, that it was a recipient, and
-    the relay's attestation of it."""
+    the relay's attestation of it. The certificate is judged at ``received_at`` (this
+    client's recorded time of receipt) for a stored confirmation, else live at ``now``
+    (see :func:`judged_time`)."""
     conf = Confirmation.decode(confirmation)
     if expected_kind is not None and conf.kind != expected_kind:
         raise BadSignature(f"expected a {expected_kind}, got a {conf.kind}")
@@ -165,7 +196,8 @@ def verify_confirmation(
     cert = DeskCertificate.decode(signer_cert)
     if cert.desk != conf.recipient:
         raise UntrustedKey(f"the certificate sent with a {conf.kind} is for {cert.desk}")
-    signer = trust.verify_signer(cert, att.at)
+    at = received_at if received_at is not None else judged_time(att.at, now, skew_ms)
+    signer = trust.verify_signer(cert, at)
     conf.verify(signer, notice_id=notice_id, digest=digest, sender=sender)
     return VerifiedConfirmation(conf, att)
 
@@ -275,15 +307,45 @@ class NoticeStatusView:
     recipients: tuple[RecipientView, ...]
     #: The relay's frozen deadline policy per recipient (as it reports it; not signed).
     policy: dict[str, Any] | None = None
+    #: Where the relay's recipients, severity, status or sender differ from this desk's
+    #: own copy of the notice (its outbox, or the envelope it received).
+    mismatches: tuple[StatusMismatch, ...] = ()
 
     @property
     def verified(self) -> bool:
-        """Every signature in this status verified and the digest is the one we hold."""
+        """Every signature in this status verified, the digest is the one we hold, and the
+        relay's account of the notice agrees with our own copy."""
         steps = [self.accepted]
         for r in self.recipients:
             steps += [s for s in (r.delivered, r.acknowledged) if s is not None]
             steps += list(r.escalations)
-        return self.digest_matches is not False and all(s.verified for s in steps)
+        return (self.digest_matches is not False and not self.mismatches
+                and all(s.verified for s in steps))
+
+
+@dataclass(frozen=True, slots=True)
+class OwnCopy:
+    """What this desk itself knows of a notice (from its outbox or the envelope it holds),
+    to compare the relay's status with."""
+
+    sender: str
+    severity: str
+    status: str
+    recipients: tuple[str, ...]
+    digest: bytes
+
+
+def compare_with_own_copy(status: NoticeStatus, own: OwnCopy) -> tuple[StatusMismatch, ...]:
+    """Every field where the relay's status differs from this desk's own copy."""
+    relay_recipients = tuple(sorted(r.desk for r in status.recipients))
+    pairs = (
+        ("sender", own.sender, status.sender),
+        ("severity", own.severity, status.severity),
+        ("status", own.status, status.status),
+        ("recipients", ",".join(sorted(own.recipients)), ",".join(relay_recipients)),
+    )
+    return tuple(StatusMismatch(status.notice_id, name, ours, theirs)
+                 for name, ours, theirs in pairs if ours != theirs)
 
 
 def _problem(exc: Exception) -> str:
@@ -301,6 +363,9 @@ def _confirmation_step(
     trust: TrustStore,
     relay: RelayCard,
     me: DeskSecrets | None,
+    now: int,
+    skew_ms: int,
+    received_at: Mapping[bytes, int],
 ) -> Step | None:
     if raw is None:
         return None
@@ -310,6 +375,7 @@ def _confirmation_step(
         v = verify_confirmation(
             raw, attestation, r.signer_cert, trust=trust, relay=relay,
             notice_id=status.notice_id, digest=status.digest, sender=status.sender,
+            now=now, skew_ms=skew_ms, received_at=received_at.get(raw),
             expected_recipient=r.desk, expected_kind=kind,
         )
     except Exception as exc:  # a status shows what failed; it never stops at the first one
@@ -329,9 +395,19 @@ def status_view(
     trust: TrustStore,
     relay: RelayCard,
     me: DeskSecrets | None = None,
-    local_digest: bytes | None = None,
+    now: int,
+    skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS,
+    own: OwnCopy | None = None,
+    received_at: Mapping[bytes, int] | None = None,
 ) -> NoticeStatusView:
-    """Verify every signed item of a notice's status; flag each instead of raising."""
+    """Verify every signed item of a notice's status; flag each instead of raising.
+
+    ``own`` is this desk's own copy of the notice: the relay's digest, sender, severity,
+    status and recipients must match it. ``received_at`` maps confirmations this client
+    stored to its recorded time of receipt (their certificates are judged then; others
+    live at ``now``)."""
+    stored = received_at or {}
+    local_digest = own.digest if own is not None else None
     try:
         att = check_attestation(
             status.accepted, relay, event="accepted", notice_id=status.notice_id,
@@ -356,9 +432,11 @@ def status_view(
             RecipientView(
                 r.desk,
                 _confirmation_step(r, r.receipt, r.receipt_attestation, "receipt",
-                                   status=status, trust=trust, relay=relay, me=me),
+                                   status=status, trust=trust, relay=relay, me=me, now=now,
+                                   skew_ms=skew_ms, received_at=stored),
                 _confirmation_step(r, r.ack, r.ack_attestation, "ack",
-                                   status=status, trust=trust, relay=relay, me=me),
+                                   status=status, trust=trust, relay=relay, me=me, now=now,
+                                   skew_ms=skew_ms, received_at=stored),
                 tuple(escalations),
             )
         )
@@ -366,18 +444,24 @@ def status_view(
     return NoticeStatusView(
         status.notice_id, status.sender, status.severity, status.status, status.digest,
         accepted, digest_matches, tuple(recipients), status.policy,
+        compare_with_own_copy(status, own) if own is not None else (),
     )
 
 
 __all__ = [
+    "DEFAULT_MAX_CLOCK_SKEW_MS",
     "NoticeStatusView",
+    "OwnCopy",
     "RecipientView",
     "RelayStatement",
     "Step",
     "VerifiedConfirmation",
     "VerifiedNotice",
+    "beyond_skew",
     "check_attestation",
     "check_statement",
+    "compare_with_own_copy",
+    "judged_time",
     "reopen",
     "status_view",
     "verify_confirmation",

@@ -65,14 +65,14 @@ class Federation:
         return fed
 
     def add_desk(self, name: str, *, authority: str | None = None,
-                 not_after: int = NOW + YEAR) -> Desk:
+                 not_after: int = NOW + YEAR, not_before: int = NOW - DAY) -> Desk:
         desk = DeskId(name)
         ik = nacl.signing.SigningKey.generate()
         ek = nacl.public.PrivateKey.generate()
         request = CertRequest.create(desk, ik, NOW - DAY)
         country = Country(authority or country_of(desk))
         cert = DeskCertificate.issue(
-            request, country_of(desk), self.authorities[country], NOW - DAY, not_after)
+            request, country_of(desk), self.authorities[country], not_before, not_after)
         ek_cert = EkCertificate.issue(desk, ik, bytes(ek.public_key), NOW - DAY, NOW + 30 * DAY)
         secrets = DeskSecrets(desk, ik, (EncryptionKeyPair(ek, NOW - DAY, NOW + 30 * DAY,
                                                            NOW + 60 * DAY),))

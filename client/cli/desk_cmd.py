@@ -29,7 +29,7 @@ from client.client import (
     UnknownNotice,
 )
 from client.home import now_ms
-from client.items import WatchdogOverdue
+from client.items import ClockSkewWarning, WatchdogOverdue
 from client.verify import NoticeStatusView, Step
 from keys.errors import UsageError
 from keys.ids import SEVERITIES, STATUSES
@@ -287,6 +287,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         again = " (already accepted earlier)" if result.duplicate else ""
         print(f"notice {result.notice_id.hex()}")
         print(f"accepted by the relay at {iso(result.accepted_at)}{again}")
+    if result.clock_skew is not None:
+        print(f"hotline: WARNING: {_skew_text(result.clock_skew)}", file=sys.stderr)
     return 0
 
 
@@ -477,7 +479,12 @@ def _item_json(item: Item) -> dict[str, Any]:
         return {"event": "watchdog_overdue", "notice_id": item.notice_id.hex(),
                 "recipient": item.recipient, "severity": item.severity,
                 "status": item.status, "deadline": iso8601(item.deadline),
-                "overdue_ms": item.overdue_ms}
+                "overdue_ms": item.overdue_ms, "relay_escalated": item.escalated}
+    if isinstance(item, ClockSkewWarning):
+        return {"event": "clock_skew", "notice_id": item.notice_id.hex(),
+                "attested_event": item.event, "desk": item.desk,
+                "attested_at": item.attested_at, "local_at": iso8601(item.local_at),
+                "skew_ms": item.skew_ms}
     return {"event": "rejected", "kind": item.kind, "notice_id": item.notice_id.hex(),
             "seq": item.seq, "code": item.code, "reason": item.reason}
 
@@ -511,11 +518,22 @@ def _raw_line(item: Item) -> str:
         return (f"ESCALATED  {item.notice_id.hex()} for {item.desk}, level {item.level}"
                 f"{late}")
     if isinstance(item, WatchdogOverdue):
+        relay = ("the relay reported escalating (which is not an answer)" if item.escalated
+                 else "the relay reported no escalation")
         return (f"OVERDUE    {item.notice_id.hex()} to {item.recipient} [{item.severity}]: "
                 f"not acknowledged {duration(item.overdue_ms)} past its deadline by this "
-                "desk's own clock, and the relay reported no escalation")
+                f"desk's own clock; {relay}")
+    if isinstance(item, ClockSkewWarning):
+        return f"CLOCK SKEW {item.notice_id.hex()}: {_skew_text(item)}"
     return (f"REJECTED   {item.notice_id.hex()} ({item.kind}, seq {item.seq}): "
             f"{item.reason} [{item.code}]")
+
+
+def _skew_text(w: ClockSkewWarning) -> str:
+    way = "ahead of" if w.skew_ms > 0 else "behind"
+    return (f"the relay signed {w.event} ({w.desk}) at {w.attested_at} ms, "
+            f"{duration(abs(w.skew_ms))} {way} this desk's clock ({iso(w.local_at)}); "
+            "this desk judged deadlines and certificates by its own clock")
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -588,9 +606,12 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "delivered": _step_json(r.delivered), "acknowledged": _step_json(r.acknowledged),
                 "escalations": [_step_json(e) for e in r.escalations],
                 "policy": (view.policy or {}).get(r.desk),
+                "mismatches": [{"field": m.field, "ours": m.ours, "relay": m.relay}
+                               for m in view.mismatches],
                 "verified": view.verified,
             })
-        return 0
+        _mismatch_warning(view)
+        return 0 if view.verified else 1
     print(f"notice {nid} from {line(view.sender)} [{line(view.severity)}/{line(view.status)}]")
     print(f"  accepted:     {_step_text(view.accepted)}")
     if view.digest_matches is False:
@@ -610,7 +631,21 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{_span(p.get('repeat_ms'))} up to level {level}, response "
                   f"{'within ' + _span(response) if response else 'not required'} "
                   "(frozen at acceptance)")
+    if _mismatch_warning(view):
+        return 1
     if not view.verified:
         print("  WARNING: not every signature in this status verified", file=sys.stderr)
         return 1
     return 0
+
+
+def _mismatch_warning(view: NoticeStatusView) -> bool:
+    """Print, loudly, where the relay's status contradicts this desk's own copy."""
+    if not view.mismatches:
+        return False
+    print(f"hotline: WARNING: VERIFICATION FAILED: the relay's status of notice "
+          f"{view.notice_id.hex()} does not match this desk's own copy:", file=sys.stderr)
+    for m in view.mismatches:
+        print(f"hotline:   {m.field}: the relay says {line(repr(m.relay or '(none)'))}, this "
+              f"desk holds {line(repr(m.ours or '(none)'))}", file=sys.stderr)
+    return True

@@ -37,9 +37,10 @@ async def make_client(
     def make(desk: str, **kw: object) -> HotlineClient:
         connection = kw.pop("connection", None) or FakeConnection(fake_relay, desk)
         clock = kw.pop("clock", lambda: NOW)
+        trust = kw.pop("trust", fed.trust)
         client = HotlineClient(
             fed.desks[desk].secrets, Home(tmp_path / desk), connection=connection,  # type: ignore[arg-type]
-            trust=fed.trust, card=fed.desks[desk].card, clock=clock, **kw,  # type: ignore[arg-type]
+            trust=trust, card=fed.desks[desk].card, clock=clock, **kw,  # type: ignore[arg-type]
         )
         made.append(client)
         return client

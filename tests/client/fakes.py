@@ -4,6 +4,16 @@
 attestations with a real relay key, as the relay would. ``FakeConnection`` offers the
 methods of :class:`client.connection.RelayConnection` that ``HotlineClient`` calls, served
 by a ``FakeRelay``; tests script failures on it.
+
+A ``FakeRelay`` turns hostile through named fault switches (all off by default), each a
+lie a relay could tell the client:
+
+* ``sign_accepted_at``: sign this time in "accepted" attestations instead of its clock
+  (backdating, postdating, ``0``);
+* ``drop_notices``: accept notices but deliver them to nobody;
+* ``status_drop_recipients``, ``status_severity``, ``status_status``: answer status
+  requests without those recipients, or with another severity or status;
+* :meth:`FakeRelay.resolve`: sign a "resolved" for a recipient that never acknowledged.
 """
 
 from __future__ import annotations
@@ -32,6 +42,12 @@ class FakeRelay:
     streams: dict[str, list[Event]] = field(default_factory=lambda: defaultdict(list))
     confirmations: dict[tuple[bytes, str, str], tuple[bytes, bytes]] = field(default_factory=dict)
     seq: int = 0
+    # Fault switches (see the module docstring).
+    sign_accepted_at: int | None = None
+    drop_notices: bool = False
+    status_drop_recipients: set[str] = field(default_factory=set)
+    status_severity: str | None = None
+    status_status: str | None = None
 
     def __post_init__(self) -> None:
         self.card = RelayCard.create(self.relay_id, self.key, NOW)
@@ -42,10 +58,13 @@ class FakeRelay:
         return self.fed.desks[desk].card.cert.encode()
 
     def attest(self, event: str, notice_id: bytes, digest: bytes, desk: str,
-               level: int = 0) -> bytes:
+               level: int = 0, at: int | None = None) -> bytes:
+        if at is None:
+            forged = self.sign_accepted_at if event == "accepted" else None
+            at = self.now if forged is None else forged
         return Attestation.create(event, relay_id=self.relay_id, relay_key=self.key,
                                   notice_id=notice_id, digest=digest, desk=desk,  # type: ignore[arg-type]
-                                  at=self.now, level=level).encode()
+                                  at=at, level=level).encode()
 
     def push(self, desk: str, **kw: object) -> Event:
         self.seq += 1
@@ -63,7 +82,7 @@ class FakeRelay:
         att = self.attest("accepted", nid, env.digest, env.header.sender)
         self.notices[nid] = env
         self.accepted[nid] = att
-        for to in env.header.recipients:
+        for to in () if self.drop_notices else env.header.recipients:
             self.push(to, kind="notice", notice_id=nid, envelope=raw, attestation=att,
                       signer_cert=self.cert(env.header.sender))
         return Accepted(att, False)
@@ -81,10 +100,19 @@ class FakeRelay:
                   attestation=att, signer_cert=self.cert(c.recipient))
         return Accepted(att, False)
 
+    def resolve(self, notice_id: bytes, desk: str) -> Event:
+        """Tell the sender, signed, that ``desk``'s escalation of the notice is resolved
+        (whether or not ``desk`` ever acknowledged)."""
+        env = self.notices[notice_id]
+        return self.push(env.header.sender, kind="resolved", notice_id=notice_id,
+                         attestation=self.attest("resolved", notice_id, env.digest, desk))
+
     def status(self, notice_id: bytes) -> NoticeStatus:
         env = self.notices[notice_id]
         recipients = []
         for to in env.header.recipients:
+            if to in self.status_drop_recipients:
+                continue
             receipt = self.confirmations.get((notice_id, to, "receipt"))
             ack = self.confirmations.get((notice_id, to, "ack"))
             recipients.append(RecipientStatus(
@@ -92,7 +120,8 @@ class FakeRelay:
                 receipt[1] if receipt else None, ack[0] if ack else None,
                 ack[1] if ack else None))
         h = env.header
-        return NoticeStatus(notice_id, h.sender, h.severity, h.status, self.accepted[notice_id],
+        return NoticeStatus(notice_id, h.sender, self.status_severity or h.severity,
+                            self.status_status or h.status, self.accepted[notice_id],
                             env.digest, tuple(recipients))
 
 

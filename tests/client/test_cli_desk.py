@@ -207,3 +207,96 @@ def test_overdue_durations_read_naturally(ms: int, text: str) -> None:
 )
 def test_aware_at_parsing(value: str, ms: int) -> None:
     assert parse_time(value) == ms
+
+
+@pytest.mark.parametrize("json_out", [False, True], ids=["text", "json"])
+def test_hotline_status_fails_loudly_when_the_relay_contradicts_the_outbox(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    json_out: bool,
+) -> None:
+    """A relay that drops the recipient who never acknowledged and relabels the notice
+    critical -> low: ``hotline status`` says VERIFICATION FAILED, names each difference,
+    and exits 1 (it exits 0 for the same notice before the relay lies)."""
+    fed = Federation.create(desks=("us.caisi", "cn.cac", "cn.mss"))
+    home = _write_home(tmp_path / "us.caisi", fed, "us.caisi")
+    relay = FakeRelay(fed)
+
+    def client(args: object) -> HotlineClient:
+        return HotlineClient(fed.desks["us.caisi"].secrets, home,
+                             connection=FakeConnection(relay, "us.caisi"),  # type: ignore[arg-type]
+                             trust=fed.trust, card=fed.desks["us.caisi"].card,
+                             clock=lambda: NOW)
+
+    async def send() -> str:
+        us = client(None)
+        sent = await us.send(to=["cn.cac", "cn.mss"], severity="critical", notice=report())
+        await us.close()
+        return sent.notice_id.hex()
+
+    nid = asyncio.run(send())
+    monkeypatch.setattr("client.cli.desk_cmd._client", client)
+    argv = ["status", nid] + (["--json"] if json_out else [])
+    assert main(argv) == 0
+    assert "VERIFICATION FAILED" not in capsys.readouterr().err
+    relay.status_drop_recipients = {"cn.mss"}
+    relay.status_severity = "low"
+    assert main(argv) == 1
+    out = capsys.readouterr()
+    assert "VERIFICATION FAILED" in out.err
+    assert "severity: the relay says 'low', this desk holds 'critical'" in out.err
+    assert "recipients: the relay says 'cn.cac', this desk holds 'cn.cac,cn.mss'" in out.err
+    if json_out:
+        (line,) = out.out.splitlines()
+        assert json.loads(line)["verified"] is False
+
+
+def test_hotline_watch_shows_a_relay_time_a_year_off_as_a_clock_skew_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The relay signs an acceptance a year ahead, then one at 0: ``hotline watch`` shows
+    each once, as a ``clock_skew`` JSON object or a CLOCK SKEW line."""
+    fed = Federation.create(desks=("us.caisi", "cn.cac"))
+    home = _write_home(tmp_path / "us.caisi", fed, "us.caisi")
+    relay = FakeRelay(fed, sign_accepted_at=NOW + 365 * 86_400_000)
+
+    def client(args: object) -> HotlineClient:
+        return HotlineClient(fed.desks["us.caisi"].secrets, home,
+                             connection=FakeConnection(relay, "us.caisi"),  # type: ignore[arg-type]
+                             trust=fed.trust, card=fed.desks["us.caisi"].card,
+                             clock=lambda: NOW)
+
+    async def send() -> str:
+        us = client(None)
+        sent = await us.send(to=["cn.cac"], severity="critical", notice=report())
+        await us.close()
+        return sent.notice_id.hex()
+
+    nid = asyncio.run(send())
+    monkeypatch.setattr("client.cli.desk_cmd._client", client)
+    assert main(["watch", "--count", "1", "--json"]) == 0
+    (obj,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert (obj["event"], obj["notice_id"], obj["attested_event"], obj["skew_ms"]) == (
+        "clock_skew", nid, "accepted", 365 * 86_400_000)
+    relay.sign_accepted_at = 0
+    asyncio.run(send())
+    assert main(["watch", "--count", "1"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()  # the first warning is not shown again
+    assert "CLOCK SKEW" in line and "behind this desk's clock" in line, line
+
+
+def test_desk_home_config_sets_the_allowed_clock_skew(desk_home: tuple[Path, Path, Federation]
+                                                      ) -> None:
+    """``max_clock_skew_seconds`` in config.toml reaches the client; the library argument
+    wins over it; without either it is 5 minutes."""
+    path, _, _ = desk_home
+    home = Home(path)
+    default = HotlineClient.from_home(path, PASSPHRASE)
+    assert default.max_clock_skew_ms == 300_000
+    asyncio.run(default.close())
+    home.write_config({"desk": "cn.cac", "max_clock_skew_seconds": 90})
+    configured = HotlineClient.from_home(path, PASSPHRASE)
+    assert configured.max_clock_skew_ms == 90_000
+    asyncio.run(configured.close())
+    explicit = HotlineClient.from_home(path, PASSPHRASE, max_clock_skew_ms=1_000)
+    assert explicit.max_clock_skew_ms == 1_000
+    asyncio.run(explicit.close())

@@ -8,12 +8,19 @@ from contextlib import aclosing
 
 import nacl.signing
 
-from client.client import ConfirmationEvent, EscalationEvent, NoticeRejected, ReceivedNotice
-from keys import Confirmation, Envelope, seal
+from client.client import (
+    ClockSkewWarning,
+    ConfirmationEvent,
+    EscalationEvent,
+    NoticeRejected,
+    ReceivedNotice,
+    WatchdogOverdue,
+)
+from keys import Confirmation, Envelope, FederationRoot, TrustStore, seal
 from keys.receipts import EscalationStatement, RelayCard
 from tests.client.conftest import MakeClient
 from tests.client.fakes import FakeRelay
-from tests.factory import NOW, Federation, report
+from tests.factory import DAY, NOW, Federation, report
 
 
 def _seal(fed: Federation, sender: str, *to: str, **kw: object) -> Envelope:
@@ -331,3 +338,144 @@ async def test_repushed_notice_already_received_is_a_reminder(
     first, second = [i async for i in cn.events(follow=False)]
     assert isinstance(first, ReceivedNotice)
     assert isinstance(second, EscalationEvent) and second.level == 2
+
+
+# ----------------------------------------------------------------------------- relay times
+
+HOUR = 3_600_000
+
+
+def _root_trust(fed: Federation, issued_at: int, expires_at: int) -> TrustStore:
+    """A trust store pinning a root of ``fed``'s authorities with these dates (the
+    factory's root is issued only a day back, too recent to backdate across)."""
+    root = FederationRoot.create(
+        1, {c: bytes(k.verify_key) for c, k in fed.authorities.items()}, issued_at, expires_at)
+    for c, k in fed.authorities.items():
+        root = root.signed_by(c, k)
+    return TrustStore(root)
+
+
+async def test_relay_backdating_accepted_at_does_not_admit_an_expired_sender_certificate(
+    make_client: MakeClient, fake_relay: FakeRelay, fed: Federation
+) -> None:
+    """The sender's certificate expired 47 hours ago; the relay signs the acceptance 48
+    hours back, when it was valid. The client judges it at its own clock: refused."""
+    old = fed.add_desk("us.old", not_before=NOW - 10 * DAY, not_after=NOW - 47 * HOUR)
+    cn = make_client("cn.cac", trust=_root_trust(fed, NOW - 30 * DAY, NOW + DAY))
+    env = seal(report(), sender=old.secrets, recipients=[fed.verified("cn.cac")],
+               severity="critical", now=NOW - 48 * HOUR)
+    fake_relay.push("cn.cac", kind="notice", notice_id=env.notice_id, envelope=env.raw,
+                    attestation=fake_relay.attest("accepted", env.notice_id, env.digest,
+                                                  "us.old", at=NOW - 48 * HOUR),
+                    signer_cert=fake_relay.cert("us.old"))
+    (item,) = [i async for i in cn.events(follow=False)]
+    assert isinstance(item, NoticeRejected) and item.code == "unknown_or_revoked_key"
+    assert "valid from" in item.reason
+    assert cn.state.received(env.notice_id) is None
+
+
+async def test_relay_backdating_accepted_at_does_not_extend_an_expired_federation_root(
+    make_client: MakeClient, fake_relay: FakeRelay, fed: Federation
+) -> None:
+    """The pinned root expired an hour ago by the client's clock; a relay that signs the
+    acceptance two hours back does not make the client trust it again."""
+    cn = make_client("cn.cac", trust=_root_trust(fed, NOW - 10 * DAY, NOW - HOUR))
+    env = _seal(fed, "us.caisi", "cn.cac")
+    _push_notice(fake_relay, "cn.cac", env,
+                 attestation=fake_relay.attest("accepted", env.notice_id, env.digest,
+                                               "us.caisi", at=NOW - 2 * HOUR))
+    (item,) = [i async for i in cn.events(follow=False)]
+    assert isinstance(item, NoticeRejected) and "expired" in item.reason
+    assert cn.state.received(env.notice_id) is None
+
+
+async def test_relay_backdating_an_ack_signed_by_an_expired_key_does_not_silence_watchdog(
+    make_client: MakeClient, fake_relay: FakeRelay, fed: Federation
+) -> None:
+    """An ack signed with cn.cac's old identity key, whose certificate expired 47 hours
+    ago, attested 48 hours back: rejected, and the watchdog still raises its alarm."""
+    now = [NOW]
+    us = make_client("us.caisi", clock=lambda: now[0],
+                     trust=_root_trust(fed, NOW - 30 * DAY, NOW + DAY))
+    sent = await us.send(to=["cn.cac"], severity="critical", notice=report())
+    env = fake_relay.notices[sent.notice_id]
+    old = fed.add_desk("cn.cac", not_before=NOW - 10 * DAY, not_after=NOW - 47 * HOUR)
+    ack = Confirmation.create("ack", notice_id=env.notice_id, digest=env.digest,
+                              sender="us.caisi", me=old.secrets, at=NOW - 48 * HOUR)  # type: ignore[arg-type]
+    fake_relay.push("us.caisi", kind="ack", notice_id=env.notice_id, confirmation=ack.encode(),
+                    attestation=fake_relay.attest("acknowledged", env.notice_id, env.digest,
+                                                  "cn.cac", at=NOW - 48 * HOUR),
+                    signer_cert=old.card.cert.encode())
+    now[0] = NOW + 20 * 60_000
+    items = [i async for i in us.events(follow=False)]
+    assert [type(i) for i in items] == [NoticeRejected, WatchdogOverdue]
+    assert isinstance(items[0], NoticeRejected) and "valid from" in items[0].reason
+    assert us.state.confirmations(sent.notice_id) == []
+
+
+async def test_relay_chosen_time_is_not_used_to_reopen_a_stored_notice(
+    make_client: MakeClient, fake_relay: FakeRelay, fed: Federation
+) -> None:
+    """A notice from a key certified an hour ago, which the relay signs as accepted two
+    hours ago: it verifies at the client's time (a warning shows the relay's time), and
+    opens again later from the store, judged at the recorded local receipt time."""
+    new = fed.add_desk("us.new", not_before=NOW - HOUR)
+    now = [NOW]
+    cn = make_client("cn.cac", clock=lambda: now[0])
+    env = seal(report(), sender=new.secrets, recipients=[fed.verified("cn.cac")],
+               severity="high", now=NOW - 30 * 60_000)
+    fake_relay.push("cn.cac", kind="notice", notice_id=env.notice_id, envelope=env.raw,
+                    attestation=fake_relay.attest("accepted", env.notice_id, env.digest,
+                                                  "us.new", at=NOW - 2 * HOUR),
+                    signer_cert=fake_relay.cert("us.new"))
+    items = [i async for i in cn.events(follow=False)]
+    assert [type(i) for i in items] == [ReceivedNotice, ClockSkewWarning]
+    assert cn.state.received(env.notice_id).received_at == NOW  # type: ignore[union-attr]
+    now[0] = NOW + DAY
+    assert cn.received(env.notice_id).notice_id == env.notice_id
+    assert [n.notice_id for n in cn.inbox()] == [env.notice_id]
+
+
+# ----------------------------------------------------------------------------- versions
+
+
+def _two_versions(fed: Federation) -> tuple[Envelope, Envelope]:
+    nid = bytes(range(16))
+    first, second = (seal(report(title=t), sender=fed.desks["us.caisi"].secrets,
+                          recipients=[fed.verified("cn.cac")], severity="high", now=NOW,
+                          notice_id=nid) for t in ("first version", "second version"))
+    assert first.notice_id == second.notice_id and first.digest != second.digest
+    return first, second
+
+
+async def test_second_version_pushed_with_the_first_versions_attestation_is_rejected(
+    make_client: MakeClient, fake_relay: FakeRelay, fed: Federation
+) -> None:
+    """The relay's acceptance is bound to the digest of the envelope it comes with: a
+    second version under the same id, sent with the first version's attestation, is
+    refused and never shown."""
+    first, second = _two_versions(fed)
+    cn = make_client("cn.cac")
+    _push_notice(fake_relay, "cn.cac", second,
+                 attestation=fake_relay.attest("accepted", first.notice_id, first.digest,
+                                               "us.caisi"))
+    (item,) = [i async for i in cn.events(follow=False)]
+    assert isinstance(item, NoticeRejected) and item.code == "bad_signature"
+    assert cn.state.received(first.notice_id) is None
+
+
+async def test_second_version_under_a_known_id_is_reported_as_id_conflict(
+    make_client: MakeClient, fake_relay: FakeRelay, fed: Federation
+) -> None:
+    """A relay that accepts (and signs) two versions of one notice id: the second is
+    reported as a conflict, recorded, and the first stays the one held."""
+    first, second = _two_versions(fed)
+    cn = make_client("cn.cac")
+    _push_notice(fake_relay, "cn.cac", first)
+    _push_notice(fake_relay, "cn.cac", second)
+    items = [i async for i in cn.events(follow=False)]
+    assert [type(i) for i in items] == [ReceivedNotice, NoticeRejected]
+    assert isinstance(items[1], NoticeRejected) and items[1].code == "id_conflict"
+    assert [(r.notice_id, r.code) for r in cn.state.rejected()] == [
+        (first.notice_id, "id_conflict")]
+    assert cn.received(first.notice_id).report.title == "first version"

@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from client.state import (
+    _SCHEMA,
     SCHEMA_VERSION,
     ClientState,
     OutboxRecord,
     ReceivedRecord,
     RejectedRecord,
+    WarningRecord,
 )
 from keys.errors import UsageError
 
@@ -145,3 +147,32 @@ def test_garbage_file_is_a_clear_error(tmp_path: Path) -> None:
     (home / "client.db").write_bytes(b"this is not a database at all" * 100)
     with pytest.raises(UsageError, match="not a usable client database"):
         ClientState.in_home(home)
+
+
+def test_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
+    """A client.db written by a schema v1 client keeps its rows; an accepted notice's
+    watchdog start becomes the local time it was sealed (never the relay's time), older
+    confirmations have no recorded receipt time, and warnings can be kept."""
+    home = tmp_path / "home"
+    home.mkdir()
+    db = sqlite3.connect(home / "client.db")
+    db.executescript(_SCHEMA + "PRAGMA user_version=1;")
+    db.execute("INSERT INTO outbox (notice_id, envelope, digest, recipients, severity, status,"
+               " created_at, state, attestation, accepted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
+               " ?, ?)", (b"n" * 16, b"env", b"d" * 32, '["cn.cac"]', "critical", "actual",
+                          1000, "accepted", b"att", 99_999_999))
+    db.execute("INSERT INTO confirmations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (b"n" * 16, "cn.cac", "receipt", 1, 2, 3, b"conf", b"att"))
+    db.commit()
+    db.close()
+    with ClientState.in_home(home) as state:
+        record = state.outbox(b"n" * 16)
+        assert record is not None and record.sent_at == 1000 and record.accepted_at == 99_999_999
+        assert state.watch_candidates(0) == [(b"n" * 16, "cn.cac", "critical", "actual", 1000)]
+        (conf,) = state.confirmations(b"n" * 16)
+        assert conf.received_at is None
+        state.add_warning(WarningRecord("clock_skew", b"n" * 16, "accepted", "us.caisi", 0, 5))
+        assert [w.attested_at for w in state.take_warnings()] == [0]
+        assert state.take_warnings() == [] and len(state.warnings()) == 1
+    version = sqlite3.connect(home / "client.db").execute("PRAGMA user_version").fetchone()
+    assert version == (SCHEMA_VERSION,) == (2,)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from keys import Confirmation
 from keys.frames import NoticeStatus, RecipientStatus
 from tests.client.conftest import MakeClient
@@ -83,3 +85,40 @@ async def test_status_with_another_digest_is_flagged(
     us.connection.get_status = fake_status  # type: ignore[method-assign]
     view = await us.status(sent.notice_id)
     assert view.digest_matches is False and view.accepted.verified and not view.verified
+
+
+async def test_relay_dropping_the_unacknowledged_recipient_and_relabeling_severity_fails_status(
+    make_client: MakeClient, fake_relay: FakeRelay
+) -> None:
+    """The relay leaves out cn.mss, which never acknowledged, and reports the critical
+    notice as low: every signature it shows is genuine, but the status is compared with
+    the outbox and fails verification, naming both differences."""
+    us, cn = make_client("us.caisi"), make_client("cn.cac")
+    sent = await us.send(to=["cn.cac", "cn.mss"], severity="critical", notice=report())
+    await cn.fetch()
+    await cn.ack(sent.notice_id)
+    fake_relay.status_drop_recipients = {"cn.mss"}
+    fake_relay.status_severity = "low"
+    view = await us.status(sent.notice_id)
+    (r,) = view.recipients
+    assert r.acknowledged is not None and r.acknowledged.verified  # the rest is genuine
+    assert not view.verified
+    assert {(m.field, m.ours, m.relay) for m in view.mismatches} == {
+        ("severity", "critical", "low"), ("recipients", "cn.cac,cn.mss", "cn.cac")}
+
+
+@pytest.mark.parametrize("viewer", ["us.caisi", "cn.cac"])
+async def test_relay_relabeling_an_actual_notice_as_an_exercise_fails_status(
+    make_client: MakeClient, fake_relay: FakeRelay, viewer: str
+) -> None:
+    """Sender (its outbox) and recipient (the envelope it holds) both catch a relabelled
+    status."""
+    us, cn = make_client("us.caisi"), make_client("cn.cac")
+    sent = await us.send(to=["cn.cac"], severity="high", notice=report())
+    await cn.fetch()
+    assert (await (us if viewer == "us.caisi" else cn).status(sent.notice_id)).verified
+    fake_relay.status_status = "exercise"
+    view = await (us if viewer == "us.caisi" else cn).status(sent.notice_id)
+    assert [(m.field, m.ours, m.relay) for m in view.mismatches] == [
+        ("status", "actual", "exercise")]
+    assert not view.verified
