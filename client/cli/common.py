@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from client.cli.safe_text import inert_json
 from client.home import Home, resolve_home
 
 
@@ -30,7 +31,7 @@ def emit(text: str, out: str | None) -> None:
 
 
 def print_json(obj: dict[str, Any]) -> None:
-    print(json.dumps(obj, ensure_ascii=False, sort_keys=True))
+    print(inert_json(json.dumps(obj, ensure_ascii=False, sort_keys=True)))
 
 
 def _common_options() -> argparse.ArgumentParser:

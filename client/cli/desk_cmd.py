@@ -134,7 +134,11 @@ def register(groups: Any) -> None:
 
 def _setup_logging(verbose: bool) -> None:
     logger = logging.getLogger("hotline.client")
-    if not any(getattr(h, "_hotline_cli", False) for h in logger.handlers):
+    for h in logger.handlers:
+        if getattr(h, "_hotline_cli", False) and isinstance(h, logging.StreamHandler):
+            h.stream = sys.stderr  # a command run in-process may have a new stderr
+            break
+    else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(SafeFormatter("hotline: %(message)s"))
         handler._hotline_cli = True  # type: ignore[attr-defined]
