@@ -166,7 +166,10 @@ def verify_confirmation(
     if cert.desk != conf.recipient:
         raise UntrustedKey(f"the certificate sent with a {conf.kind} is for {cert.desk}")
     signer = trust.verify_signer(cert, att.at)
-    conf.verify(signer, notice_id=notice_id, digest=digest, sender=sender)
+    # The recipient it must be from: the one the caller expects, else (its membership
+    # among the notice's recipients checked above) the one it names.
+    conf.verify(signer, notice_id=notice_id, digest=digest, sender=sender,
+                recipient=DeskId(expected_recipient or conf.recipient))
     return VerifiedConfirmation(conf, att)
 
 

@@ -151,9 +151,20 @@ class Confirmation:
         return self.signed.encode()
 
     def verify(
-        self, signer: VerifiedDesk, *, notice_id: bytes, digest: bytes, sender: DeskId
+        self, signer: VerifiedDesk, *, notice_id: bytes, digest: bytes, sender: DeskId,
+        recipient: DeskId,
     ) -> None:
-        """Check this confirmation is ``signer``'s, for exactly this notice and sender."""
+        """Check this confirmation is recipient ``recipient``'s, signed with ``signer`` (the
+        verified keys of that same desk), for exactly this notice and sender.
+
+        ``recipient`` is the desk the caller expects the confirmation from (the one whose
+        row it fills): a confirmation naming another desk, or a ``signer`` that is not
+        ``recipient``'s, is refused here, whatever the caller checked before."""
+        if self.recipient != recipient or signer.desk != recipient:
+            raise BadSignature(
+                f"{self.kind} is signed as {self.recipient} with the key of {signer.desk}, "
+                f"where one from recipient {recipient} was expected"
+            )
         if self.recipient != signer.desk or not equal(self.recipient_kid, signer.ik_kid):
             raise BadSignature(
                 f"{self.kind} claims to be from {self.recipient}, "

@@ -360,7 +360,7 @@ class Relay:
                              f"this {c.kind} is for another version of notice "
                              f"{c.notice_id.hex()} (digest differs)")
         c.verify(session.verified, notice_id=notice.notice_id, digest=notice.digest,
-                 sender=notice.sender)  # type: ignore[arg-type]
+                 sender=notice.sender, recipient=session.desk)  # type: ignore[arg-type]
         event = "delivered" if c.kind == "receipt" else "acknowledged"
         outcome = await self.store.record_confirmation(
             ConfirmationRecord(c.kind, c.notice_id, notice.digest, session.desk, notice.sender,

@@ -317,14 +317,17 @@ def test_receipt_and_ack() -> None:
     cac = verified("cn.cac")
     receipt = Confirmation.decode(h(V["receipt"]["encoded"]))
     assert (receipt.kind, receipt.at, receipt.message) == ("receipt", TIMES["receipt_at"], None)
-    receipt.verify(cac, notice_id=nid, digest=dig, sender=DeskId("us.caisi"))
+    receipt.verify(cac, notice_id=nid, digest=dig, sender=DeskId("us.caisi"),
+        recipient=DeskId("cn.cac"))
     ack = Confirmation.decode(h(V["ack"]["encoded"]))
     assert ack.kind == "ack"
-    ack.verify(cac, notice_id=nid, digest=dig, sender=DeskId("us.caisi"))
+    ack.verify(cac, notice_id=nid, digest=dig, sender=DeskId("us.caisi"),
+        recipient=DeskId("cn.cac"))
     assert ack.open_message(secrets_of("us.caisi")) == V["ack"]["message"]["text"]
     with pytest.raises(BadSignature):
         ack.verify(
-            cac, notice_id=nid, digest=h(NOTICES["notice2"]["digest"]), sender=DeskId("us.caisi")
+            cac, notice_id=nid, digest=h(NOTICES["notice2"]["digest"]), sender=DeskId("us.caisi"),
+            recipient=DeskId("cn.cac"),
         )
 
 
@@ -584,7 +587,8 @@ def test_ack_message_limits() -> None:
     encoded = ack(longest).encode()
     assert 8 * 1024 < len(encoded) <= MAX_STATEMENT_BYTES
     c = Confirmation.decode(encoded)
-    c.verify(verified("cn.cac"), notice_id=nid, digest=dig, sender=DeskId("us.caisi"))
+    c.verify(verified("cn.cac"), notice_id=nid, digest=dig, sender=DeskId("us.caisi"),
+        recipient=DeskId("cn.cac"))
     assert c.open_message(secrets_of("us.caisi")) == longest
     with pytest.raises(ValueError, match="2000"):
         ack("x" * 2001)
