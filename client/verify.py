@@ -8,6 +8,7 @@ typed error of :mod:`keys.errors` that says what did not hold.
   pinned root, then :func:`keys.envelope.open_envelope` (signatures, binding, S4);
 * a receipt or acknowledgement of a notice we sent: the recipient's certificate, its
   signature bound to our notice's digest and to us, and the relay's attestation;
+* a recipient's rejection of a notice we sent (it could not open it): the same checks;
 * an escalation or resolution: the relay's signed statement (or attestation);
 * a notice's status: every one of the above, each item flagged rather than raised.
 """
@@ -28,6 +29,7 @@ from keys.receipts import (
     Attestation,
     Confirmation,
     EscalationStatement,
+    Rejection,
     RelayCard,
 )
 from keys.secrets import DeskSecrets
@@ -40,6 +42,7 @@ ATTESTED = {
     "ack": "acknowledged",
     "escalation": "escalated",
     "resolved": "resolved",
+    "rejected": "rejected",
 }
 
 
@@ -174,6 +177,48 @@ def verify_confirmation(
 
 
 @dataclass(frozen=True, slots=True)
+class VerifiedRejection:
+    rejection: Rejection
+    attestation: Attestation
+
+
+def verify_rejection(
+    rejection: bytes,
+    attestation: bytes,
+    signer_cert: bytes,
+    *,
+    trust: TrustStore,
+    relay: RelayCard,
+    notice_id: bytes,
+    digest: bytes,
+    sender: DeskId,
+    recipients: Sequence[str] | None = None,
+    expected_recipient: str | None = None,
+) -> VerifiedRejection:
+    """Check a recipient's rejection of a notice from ``sender`` with ``digest``: that the
+    rejecting desk was a recipient, the relay's ``rejected`` attestation, the recipient's
+    certificate under the pinned root, and its signature bound to this notice and us."""
+    rej = Rejection.decode(rejection)
+    if expected_recipient is not None and rej.recipient != expected_recipient:
+        raise BadSignature(
+            f"this rejection is signed as {rej.recipient}, not {expected_recipient}"
+        )
+    if recipients is not None and rej.recipient not in recipients:
+        raise BadSignature(
+            f"{rej.recipient} rejects notice {notice_id.hex()}, which was not addressed to it"
+        )
+    att = check_attestation(attestation, relay, event="rejected", notice_id=notice_id,
+                            digest=digest, desk=rej.recipient)
+    cert = DeskCertificate.decode(signer_cert)
+    if cert.desk != rej.recipient:
+        raise UntrustedKey(f"the certificate sent with a rejection is for {cert.desk}")
+    signer = trust.verify_signer(cert, att.at)
+    rej.verify(signer, notice_id=notice_id, digest=digest, sender=sender,
+               recipient=DeskId(expected_recipient or rej.recipient))
+    return VerifiedRejection(rej, att)
+
+
+@dataclass(frozen=True, slots=True)
 class RelayStatement:
     """A verified escalation or resolution, signed by the relay.
 
@@ -255,6 +300,8 @@ class Step:
     message: str | None = None
     #: For escalations: "escalated" or "resolved".
     kind: str | None = None
+    #: For a rejection: its reason code (keys.receipts.REJECTION_REASONS).
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +310,8 @@ class RecipientView:
     delivered: Step | None
     acknowledged: Step | None
     escalations: tuple[Step, ...] = ()
+    #: The recipient's signed rejection: it could not open the notice (``reason``).
+    rejected: Step | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +333,7 @@ class NoticeStatusView:
         """Every signature in this status verified and the digest is the one we hold."""
         steps = [self.accepted]
         for r in self.recipients:
-            steps += [s for s in (r.delivered, r.acknowledged) if s is not None]
+            steps += [s for s in (r.delivered, r.acknowledged, r.rejected) if s is not None]
             steps += list(r.escalations)
         return self.digest_matches is not False and all(s.verified for s in steps)
 
@@ -326,6 +375,22 @@ def _confirmation_step(
     return Step(v.confirmation.at, v.attestation.at, True, None, message=message)
 
 
+def _rejection_step(r: RecipientStatus, *, status: NoticeStatus, trust: TrustStore,
+                    relay: RelayCard) -> Step | None:
+    if r.rejection is None:
+        return None
+    try:
+        if r.rejection_attestation is None or r.signer_cert is None:
+            raise MalformedInput(f"the rejection of {r.desk} comes without attestation or "
+                                 "certificate")
+        v = verify_rejection(r.rejection, r.rejection_attestation, r.signer_cert, trust=trust,
+                             relay=relay, notice_id=status.notice_id, digest=status.digest,
+                             sender=status.sender, expected_recipient=r.desk)
+    except Exception as exc:  # flagged, like every other item
+        return Step(None, None, False, _problem(exc))
+    return Step(v.rejection.at, v.attestation.at, True, reason=v.rejection.reason)
+
+
 def status_view(
     status: NoticeStatus,
     *,
@@ -363,6 +428,7 @@ def status_view(
                 _confirmation_step(r, r.ack, r.ack_attestation, "ack",
                                    status=status, trust=trust, relay=relay, me=me),
                 tuple(escalations),
+                _rejection_step(r, status=status, trust=trust, relay=relay),
             )
         )
     digest_matches = None if local_digest is None else local_digest == status.digest
@@ -379,11 +445,13 @@ __all__ = [
     "Step",
     "VerifiedConfirmation",
     "VerifiedNotice",
+    "VerifiedRejection",
     "check_attestation",
     "check_statement",
     "reopen",
     "status_view",
     "verify_confirmation",
     "verify_notice",
+    "verify_rejection",
     "verify_relay_event",
 ]
