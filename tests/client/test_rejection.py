@@ -163,7 +163,7 @@ async def test_status_listing_one_recipients_rejection_under_another_is_flagged(
         r, signer_cert=fake_relay.cert(MSS), rejection=genuine,
         rejection_attestation=fake_relay.attest("rejected", env.notice_id, env.digest, MSS))
         if r.desk == CN else r for r in honest.recipients)
-    fake_relay.status = lambda _nid: dataclasses.replace(honest, recipients=rows)  # type: ignore[method-assign]
+    fake_relay.status = lambda _nid: dataclasses.replace(honest, recipients=rows)  # type: ignore[method-assign,assignment]
     view = await us.status(env.notice_id)  # type: ignore[attr-defined]
     (cn_row,) = [r for r in view.recipients if r.desk == CN]
     assert cn_row.rejected is not None and not cn_row.rejected.verified

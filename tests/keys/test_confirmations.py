@@ -16,6 +16,7 @@ from keys import (
     RelayCard,
     seal,
 )
+from keys.ids import DeskId
 from keys.primitives import Domain, key_id
 from keys.receipts import ATTESTATION_EVENTS, MAX_ACK_MESSAGE_CHARS
 from keys.signed import make
@@ -45,7 +46,7 @@ def check(fed: Federation, data: bytes, env: Envelope, signer: str = B,
           recipient: str | None = None) -> Confirmation:
     conf = Confirmation.decode(data)
     conf.verify(fed.verified(signer), notice_id=env.notice_id, digest=env.digest, sender=A,  # type: ignore[arg-type]
-                recipient=recipient or signer)
+                recipient=DeskId(recipient or signer))
     return conf
 
 

@@ -16,7 +16,7 @@ import pytest
 from keys import Envelope, seal
 from keys.codec import pack, unpack
 from keys.errors import BadSignature, HotlineError
-from keys.frames import NoticeStatus
+from keys.frames import NoticeStatus, RecipientStatus
 from keys.primitives import Domain
 from keys.receipts import Attestation, Rejection
 from keys.signed import make
@@ -111,7 +111,7 @@ async def test_rejection_is_recorded_attested_pushed_and_shown_but_the_deadline_
     assert event.signer_cert == r.fed.desks[MSS].card.cert.encode()
     # The status shows it for MSS only.
     status = NoticeStatus.decode(r.relay.status(r.session(US), env.notice_id).encode())
-    by_desk = {s.desk: s for s in status.recipients}
+    by_desk: dict[str, RecipientStatus] = {s.desk: s for s in status.recipients}
     assert by_desk[MSS].rejection == body
     assert by_desk[MSS].rejection_attestation == answer.attestation
     assert by_desk[CN].rejection is None
