@@ -449,7 +449,7 @@ class SqliteStore:
 
     def unlogged_escalations(self, limit: int) -> list[EscalationRow]:
         rows = self._reader().execute(
-            "SELECT x.id, x.statement, x.contacts, x.webhooks, " + _REJECTED +
+            "SELECT x.id, x.statement, x.contacts, x.webhooks, " + _REJECTED +  # noqa: S608 - fixed subquery
             " FROM escalations x WHERE x.logged = 0 ORDER BY x.id LIMIT ?",
             (limit,)).fetchall()
         return [_from_statement(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows]
@@ -475,14 +475,14 @@ class SqliteStore:
 
     def escalations_since(self, since: int, limit: int) -> list[EscalationRow]:
         rows = self._reader().execute(
-            "SELECT x.id, x.statement, x.contacts, x.webhooks, " + _REJECTED +
+            "SELECT x.id, x.statement, x.contacts, x.webhooks, " + _REJECTED +  # noqa: S608 - fixed subquery
             " FROM escalations x WHERE x.at >= ? ORDER BY x.id LIMIT ?",
             (since, limit)).fetchall()
         return [_from_statement(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows]
 
     def escalations_after_id(self, after_id: int, limit: int) -> list[EscalationRow]:
         rows = self._reader().execute(
-            "SELECT x.id, x.statement, x.contacts, x.webhooks, " + _REJECTED +
+            "SELECT x.id, x.statement, x.contacts, x.webhooks, " + _REJECTED +  # noqa: S608 - fixed subquery
             " FROM escalations x WHERE x.id > ? ORDER BY x.id LIMIT ?",
             (after_id, limit)).fetchall()
         return [_from_statement(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows]
@@ -505,14 +505,14 @@ class SqliteStore:
 
     def escalations_of(self, notice_id: bytes) -> list[EscalationRow]:
         rows = self._reader().execute(
-            "SELECT x.id, x.statement, x.contacts, x.webhooks, " + _REJECTED +
+            "SELECT x.id, x.statement, x.contacts, x.webhooks, " + _REJECTED +  # noqa: S608 - fixed subquery
             " FROM escalations x WHERE x.notice_id = ? ORDER BY x.id",
             (notice_id,)).fetchall()
         return [_from_statement(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows]
 
     def outbox_due(self, now: int, limit: int) -> list[OutboxItem]:
         rows = self._reader().execute(
-            "SELECT o.id, o.webhook, o.attempts, x.id, x.statement, x.contacts, x.webhooks, "
+            "SELECT o.id, o.webhook, o.attempts, x.id, x.statement, x.contacts, x.webhooks, "  # noqa: S608 - fixed subquery
             + _REJECTED + " FROM outbox o"
             " JOIN escalations x ON x.id = o.escalation_id WHERE o.done_at IS NULL"
             " AND o.failed_at IS NULL AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at"

@@ -16,8 +16,8 @@ import nacl.signing
 
 from client.connection import RelayError, RelayUnavailable
 from keys import Attestation, Confirmation, Envelope, RelayCard
-from keys.receipts import Rejection, statement_type
 from keys.frames import Accepted, Event, InboxPage, NoticeStatus, RecipientStatus
+from keys.receipts import Rejection, statement_type
 from tests.factory import NOW, Federation
 
 
