@@ -125,7 +125,8 @@ async def test_rejection_is_recorded_attested_pushed_and_shown_but_the_deadline_
                  if json.loads(line)["recipient"] == MSS]
     assert logged["rejected_by_recipient"] == "key_commitment_mismatch"
     (history,) = [x for x in r.relay.escalations_since(0) if x.recipient == MSS]
-    assert history.rejected == "key_commitment_mismatch"
+    assert history.rejected == "key_commitment_mismatch" and history.webhooks == ("pager",)
+    assert logged["webhooks"] == ["pager"]
     overdue = {o.recipient: overdue_record(o, r.clock.now_ms()) for o in r.relay.overdue()}
     assert overdue[MSS]["rejected_by_recipient"] == "key_commitment_mismatch"
     assert overdue[CN]["rejected_by_recipient"] is None
