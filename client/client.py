@@ -11,8 +11,12 @@
 Receiving. :meth:`HotlineClient.events` yields every verified item of this desk's stream,
 in order: :class:`ReceivedNotice` (a notice addressed to us), :class:`ConfirmationEvent`
 (a recipient's receipt or acknowledgement of a notice we sent), :class:`EscalationEvent`
-(the relay escalated or resolved a notice) and :class:`NoticeRejected` (an event that
-failed verification: it is recorded, never shown as a notice, and never stops the loop).
+(the relay escalated or resolved a notice), :class:`NoticeRejectedByRecipient` (a
+recipient could not open a notice we sent, and said so, signed) and :class:`NoticeRejected`
+(an event that failed verification: it is recorded, never shown as a notice, and never
+stops the loop). A notice that fails to open for a reason its sender's own signature
+proves to be the sender's (``HotlineError.sender_fault``) is also answered with a signed
+rejection, so the sender learns at once why this desk stays silent.
 :meth:`HotlineClient.notices` yields only the notices. Run one of them at a time.
 
 Each notice is yielded once: it is verified, stored (sealed) and its delivery receipt is
@@ -54,6 +58,7 @@ from client.items import (
     EscalationEvent,
     Item,
     NoticeRejected,
+    NoticeRejectedByRecipient,
     ReceivedNotice,
     SendResult,
     StatusMismatch,
@@ -80,6 +85,7 @@ from client.verify import (
     status_view,
     verify_confirmation,
     verify_notice,
+    verify_rejection,
     verify_relay_event,
 )
 from client.watchdog import WatchdogPolicy
@@ -89,7 +95,14 @@ from keys.errors import HotlineError, MalformedInput, UntrustedKey, UsageError
 from keys.frames import Event
 from keys.ids import NOTICE_ID_BYTES, DeskId, desk_id
 from keys.primitives import Random, system_random
-from keys.receipts import MAX_ACK_MESSAGE_CHARS, Attestation, Confirmation, RelayCard
+from keys.receipts import (
+    MAX_ACK_MESSAGE_CHARS,
+    REJECTION_REASONS,
+    Attestation,
+    Confirmation,
+    Rejection,
+    RelayCard,
+)
 from keys.report import IncidentReport
 from keys.secrets import DeskSecrets
 from keys.trust import DeskCard, TrustStore, VerifiedDesk
@@ -657,11 +670,18 @@ class HotlineClient:
                 return await self._on_notice(event, relay)
             if event.kind in ("receipt", "ack"):
                 return await self._on_confirmation(event, relay)
+            if event.kind == "rejected":
+                return await self._on_rejection(event, relay)
             return await self._on_relay_event(event, relay)
         except (RelayUnavailable, RelayIdentityError):
             raise  # the relay cannot be reached or is not ours: not the event's fault
         except Exception as exc:  # a bad event never stops the loop
-            return self._reject(event, exc)
+            rejected = self._reject(event, exc)
+            fault = exc.sender_fault if isinstance(exc, HotlineError) else None
+        if fault is not None and fault in REJECTION_REASONS and event.envelope is not None:
+            if await self._send_rejection(event.envelope, fault):
+                rejected = dataclasses.replace(rejected, reported=fault)
+        return rejected
 
     def _reject(self, event: Event, exc: Exception) -> NoticeRejected:
         code = exc.code if isinstance(exc, HotlineError) else "internal_error"
@@ -672,6 +692,47 @@ class HotlineClient:
         log.warning("event.rejected seq=%d kind=%s notice_id=%s code=%s reason=%s",
                     event.seq, event.kind, event.notice_id.hex(), code, reason)
         return NoticeRejected(event.seq, event.kind, event.notice_id, code, reason)
+
+    async def _send_rejection(self, envelope: bytes, reason: str) -> bool:
+        """Tell a notice's sender, signed, that this desk cannot open it and why (called
+        only for a failure its sender's verified signature makes the sender's). False if
+        the relay did not take it now; the relay's re-push at the next escalation level
+        brings the notice, and so this rejection, again."""
+        env = Envelope.decode(envelope)
+        rejection = Rejection.create(
+            notice_id=env.notice_id, digest=env.digest, sender=env.header.sender,
+            me=self.secrets, at=self._now(), reason=reason,
+        )
+        try:
+            accepted = await self.connection.send_confirmation(rejection.encode())
+            check_attestation(accepted.attestation, await self.relay(), event="rejected",
+                              notice_id=env.notice_id, digest=env.digest, desk=self.desk)
+        except Exception as exc:  # the notice stays unread and its deadline runs anyway
+            log.warning("rejection.not_sent notice_id=%s reason=%s error=%s",
+                        env.notice_id.hex(), reason, exc)
+            return False
+        log.warning("notice.rejected_to_sender notice_id=%s sender=%s reason=%s",
+                    env.notice_id.hex(), env.header.sender, reason)
+        return True
+
+    async def _on_rejection(self, event: Event, relay: RelayCard) -> NoticeRejectedByRecipient:
+        if event.confirmation is None or event.attestation is None or event.signer_cert is None:
+            raise MalformedInput("a rejected event lacks its rejection, attestation or "
+                                 "certificate", code="missing_field")
+        digest, recipients = await self._sent_digest(event.notice_id)
+        v = verify_rejection(
+            event.confirmation, event.attestation, event.signer_cert, trust=self.trust,
+            relay=relay, notice_id=event.notice_id, digest=digest, sender=self.desk,
+            now=self._now(), skew_ms=self.max_clock_skew_ms, recipients=recipients,
+        )
+        r = v.rejection
+        # Nothing to keep: the relay's status shows it again (verified), and the watchdog
+        # must go on watching this recipient (the notice is unread there).
+        self.state.advance(event.seq)
+        log.warning("notice.rejected_by_recipient notice_id=%s recipient=%s reason=%s",
+                    event.notice_id.hex(), r.recipient, r.reason)
+        return NoticeRejectedByRecipient(event.notice_id, r.recipient, r.reason, r.at,
+                                         v.attestation.at, event.seq)
 
     async def _on_notice(self, event: Event, relay: RelayCard) -> ReceivedNotice | None:
         known = self.state.received(event.notice_id)
@@ -937,6 +998,7 @@ __all__ = [
     "HotlineClient",
     "Item",
     "NoticeRejected",
+    "NoticeRejectedByRecipient",
     "ReceivedNotice",
     "SendResult",
     "StatusMismatch",

@@ -109,13 +109,39 @@ class EscalationEvent:
 
 @dataclass(frozen=True, slots=True)
 class NoticeRejected:
-    """A stream event that failed verification; recorded, never shown as a notice."""
+    """A stream event that failed verification; recorded, never shown as a notice.
+
+    ``reported`` is the reason code of the signed rejection this desk sent the notice's
+    sender (a notice that failed for a reason provably the sender's), once the relay
+    attested it; None if none was sent (or it could not be sent now: it is sent again when
+    the relay re-pushes the notice with its escalation)."""
 
     seq: int
     kind: str
     notice_id: bytes
     code: str
     reason: str
+    reported: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeRejectedByRecipient:
+    """A recipient of a notice we sent could not open it, and said so, signed (verified):
+    e.g. the key wrapped for it does not match the commitment. The notice is unread there;
+    its deadlines keep running."""
+
+    notice_id: bytes
+    recipient: str
+    #: One of ``keys.receipts.REJECTION_REASONS``.
+    reason: str
+    #: The time the recipient signed.
+    at: int
+    #: The relay's signed time of recording it.
+    attested_at: int
+    seq: int
+
+    def describe(self) -> str:
+        return f"{self.recipient} could not open your notice: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +193,8 @@ class StatusMismatch:
     relay: str
 
 
-Item = (ReceivedNotice | ConfirmationEvent | EscalationEvent | NoticeRejected | WatchdogOverdue
-        | ClockSkewWarning)
+Item = (ReceivedNotice | ConfirmationEvent | EscalationEvent | NoticeRejected
+        | NoticeRejectedByRecipient | WatchdogOverdue | ClockSkewWarning)
 
 
 class UnknownDesk(UsageError):
@@ -191,6 +217,7 @@ __all__ = [
     "EscalationEvent",
     "Item",
     "NoticeRejected",
+    "NoticeRejectedByRecipient",
     "ReceivedNotice",
     "SendResult",
     "StatusMismatch",

@@ -8,6 +8,7 @@ typed error of :mod:`keys.errors` that says what did not hold.
   pinned root, then :func:`keys.envelope.open_envelope` (signatures, binding, S4);
 * a receipt or acknowledgement of a notice we sent: the recipient's certificate, its
   signature bound to our notice's digest and to us, and the relay's attestation;
+* a recipient's rejection of a notice we sent (it could not open it): the same checks;
 * an escalation or resolution: the relay's signed statement (or attestation);
 * a notice's status: every one of the above, each item flagged rather than raised, and
   compared with what this desk itself sent or holds.
@@ -35,6 +36,7 @@ from keys.receipts import (
     Attestation,
     Confirmation,
     EscalationStatement,
+    Rejection,
     RelayCard,
 )
 from keys.secrets import DeskSecrets
@@ -50,6 +52,7 @@ ATTESTED = {
     "ack": "acknowledged",
     "escalation": "escalated",
     "resolved": "resolved",
+    "rejected": "rejected",
 }
 
 
@@ -198,8 +201,56 @@ def verify_confirmation(
         raise UntrustedKey(f"the certificate sent with a {conf.kind} is for {cert.desk}")
     at = received_at if received_at is not None else judged_time(att.at, now, skew_ms)
     signer = trust.verify_signer(cert, at)
-    conf.verify(signer, notice_id=notice_id, digest=digest, sender=sender)
+    # The recipient it must be from: the one the caller expects, else (its membership
+    # among the notice's recipients checked above) the one it names.
+    conf.verify(signer, notice_id=notice_id, digest=digest, sender=sender,
+                recipient=DeskId(expected_recipient or conf.recipient))
     return VerifiedConfirmation(conf, att)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedRejection:
+    rejection: Rejection
+    attestation: Attestation
+
+
+def verify_rejection(
+    rejection: bytes,
+    attestation: bytes,
+    signer_cert: bytes,
+    *,
+    trust: TrustStore,
+    relay: RelayCard,
+    notice_id: bytes,
+    digest: bytes,
+    sender: DeskId,
+    now: int,
+    skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS,
+    recipients: Sequence[str] | None = None,
+    expected_recipient: str | None = None,
+) -> VerifiedRejection:
+    """Check a recipient's rejection of a notice from ``sender`` with ``digest``: that the
+    rejecting desk was a recipient, the relay's ``rejected`` attestation, the recipient's
+    certificate under the pinned root (judged live at ``now``, see :func:`judged_time`),
+    and its signature bound to this notice and us."""
+    rej = Rejection.decode(rejection)
+    if expected_recipient is not None and rej.recipient != expected_recipient:
+        raise BadSignature(
+            f"this rejection is signed as {rej.recipient}, not {expected_recipient}"
+        )
+    if recipients is not None and rej.recipient not in recipients:
+        raise BadSignature(
+            f"{rej.recipient} rejects notice {notice_id.hex()}, which was not addressed to it"
+        )
+    att = check_attestation(attestation, relay, event="rejected", notice_id=notice_id,
+                            digest=digest, desk=rej.recipient)
+    cert = DeskCertificate.decode(signer_cert)
+    if cert.desk != rej.recipient:
+        raise UntrustedKey(f"the certificate sent with a rejection is for {cert.desk}")
+    signer = trust.verify_signer(cert, judged_time(att.at, now, skew_ms))
+    rej.verify(signer, notice_id=notice_id, digest=digest, sender=sender,
+               recipient=DeskId(expected_recipient or rej.recipient))
+    return VerifiedRejection(rej, att)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +335,8 @@ class Step:
     message: str | None = None
     #: For escalations: "escalated" or "resolved".
     kind: str | None = None
+    #: For a rejection: its reason code (keys.receipts.REJECTION_REASONS).
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,6 +345,8 @@ class RecipientView:
     delivered: Step | None
     acknowledged: Step | None
     escalations: tuple[Step, ...] = ()
+    #: The recipient's signed rejection: it could not open the notice (``reason``).
+    rejected: Step | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,7 +372,7 @@ class NoticeStatusView:
         relay's account of the notice agrees with our own copy."""
         steps = [self.accepted]
         for r in self.recipients:
-            steps += [s for s in (r.delivered, r.acknowledged) if s is not None]
+            steps += [s for s in (r.delivered, r.acknowledged, r.rejected) if s is not None]
             steps += list(r.escalations)
         return (self.digest_matches is not False and not self.mismatches
                 and all(s.verified for s in steps))
@@ -389,6 +444,23 @@ def _confirmation_step(
     return Step(v.confirmation.at, v.attestation.at, True, None, message=message)
 
 
+def _rejection_step(r: RecipientStatus, *, status: NoticeStatus, trust: TrustStore,
+                    relay: RelayCard, now: int, skew_ms: int) -> Step | None:
+    if r.rejection is None:
+        return None
+    try:
+        if r.rejection_attestation is None or r.signer_cert is None:
+            raise MalformedInput(f"the rejection of {r.desk} comes without attestation or "
+                                 "certificate")
+        v = verify_rejection(r.rejection, r.rejection_attestation, r.signer_cert, trust=trust,
+                             relay=relay, notice_id=status.notice_id, digest=status.digest,
+                             sender=status.sender, now=now, skew_ms=skew_ms,
+                             expected_recipient=r.desk)
+    except Exception as exc:  # flagged, like every other item
+        return Step(None, None, False, _problem(exc))
+    return Step(v.rejection.at, v.attestation.at, True, reason=v.rejection.reason)
+
+
 def status_view(
     status: NoticeStatus,
     *,
@@ -438,6 +510,8 @@ def status_view(
                                    status=status, trust=trust, relay=relay, me=me, now=now,
                                    skew_ms=skew_ms, received_at=stored),
                 tuple(escalations),
+                _rejection_step(r, status=status, trust=trust, relay=relay, now=now,
+                                skew_ms=skew_ms),
             )
         )
     digest_matches = None if local_digest is None else local_digest == status.digest
@@ -457,6 +531,7 @@ __all__ = [
     "Step",
     "VerifiedConfirmation",
     "VerifiedNotice",
+    "VerifiedRejection",
     "beyond_skew",
     "check_attestation",
     "check_statement",
@@ -466,5 +541,6 @@ __all__ = [
     "status_view",
     "verify_confirmation",
     "verify_notice",
+    "verify_rejection",
     "verify_relay_event",
 ]

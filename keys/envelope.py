@@ -32,6 +32,7 @@ from keys.errors import (
     KeyCommitmentMismatch,
     MalformedInput,
     NotIntendedRecipient,
+    ProtocolError,
     StaleOrFuture,
     UntrustedKey,
     UsageError,
@@ -360,18 +361,37 @@ def open_envelope(envelope: Envelope, *, me: DeskSecrets, sender: VerifiedDesk) 
     h = envelope.header
     stanza = next((s for s in h.stanzas if s.to == me.desk), None)
     if stanza is None:
+        # The relay routes by the stanzas: delivering this to us is the relay's doing.
         raise NotIntendedRecipient(f"notice {h.notice_id.hex()} is not addressed to {me.desk}")
-    content_key = open_sealed(
-        me.encryption_key(stanza.ek_kid),
-        stanza.wrapped,
-        what=f"the content key stanza for {me.desk}",
-    )
+    ek = me.encryption_key(stanza.ek_kid)  # a key we do not hold is our own affair
+    # From here on the bytes are the sender's, signed: a failure is the sender's fault.
+    fault = _Fault()
+    try:
+        return _open_signed(envelope, me=me, sender=sender, stanza=stanza, ek=ek, fault=fault)
+    except ProtocolError as exc:
+        exc.sender_fault = fault.reason
+        raise
+
+
+class _Fault:
+    """Which step of opening a signed envelope is running (its rejection reason)."""
+
+    reason = "stanza_unwrap_failed"
+
+
+def _open_signed(envelope: Envelope, *, me: DeskSecrets, sender: VerifiedDesk, stanza: Stanza,
+                 ek: Any, fault: _Fault) -> Notice:
+    h = envelope.header
+    content_key = open_sealed(ek, stanza.wrapped, what=f"the content key stanza for {me.desk}")
+    fault.reason = "key_commitment_mismatch"
     if len(content_key) != AEAD_KEY_BYTES or not equal(key_commitment(content_key), h.kc):
         raise KeyCommitmentMismatch(
             f"the content key wrapped for {me.desk} does not match the signed commitment: "
             "recipients would not see the same content"
         )
+    fault.reason = "aead_failed"
     plaintext = aead_decrypt(envelope.ciphertext, h.raw, h.nonce, content_key)
+    fault.reason = "malformed_content"
     pair = codec.array(
         codec.unpack(plaintext, what="notice content", max_bytes=len(plaintext)),
         2,
@@ -395,6 +415,7 @@ def open_envelope(envelope: Envelope, *, me: DeskSecrets, sender: VerifiedDesk) 
         },
         "inner",
     )
+    fault.reason = "not_intended_recipient"
     if me.desk not in f["to"]:
         raise NotIntendedRecipient(
             f"the signed content of notice {h.notice_id.hex()} does not name {me.desk} as a "
@@ -409,15 +430,18 @@ def open_envelope(envelope: Envelope, *, me: DeskSecrets, sender: VerifiedDesk) 
         "status": h.status,
         "in_reply_to": h.in_reply_to,
     }
+    fault.reason = "inner_outer_mismatch"
     for key, value in expected.items():
         if f[key] != value:
             raise BadSignature(
                 f"the signed content's {key} differs from the envelope header's: the notice "
                 "was re-addressed or spliced"
             )
+    fault.reason = "inner_signature_invalid"
     verify(
         sender.identity_key, Domain.INNER, inner_raw, inner_sig, signer=f"sender {h.sender} (inner)"
     )
+    fault.reason = "malformed_content"
     report = report_from_wire(f["report"])
     return Notice(
         h.notice_id,

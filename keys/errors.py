@@ -29,6 +29,10 @@ class HotlineError(Exception):
     """Base of every deliberate Hotline error."""
 
     code: str = "error"
+    #: Set by :func:`keys.envelope.open_envelope` on a failure that the sender's own signed
+    #: bytes prove to be the sender's (one of ``keys.receipts.REJECTION_REASONS``): the
+    #: recipient may tell the sender with a signed rejection. None for every other error.
+    sender_fault: str | None = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)

@@ -34,7 +34,7 @@ MAX_DOC = 64 * 1024
 NONCE_BYTES = 32
 TOKEN_BYTES = 32
 #: Kinds of events in a desk's stream.
-EVENT_KINDS = ("notice", "receipt", "ack", "escalation", "resolved")
+EVENT_KINDS = ("notice", "receipt", "ack", "escalation", "resolved", "rejected")
 MAX_PAGE = 500
 
 _nid = blob(size=NOTICE_ID_BYTES, nonzero=True)
@@ -214,6 +214,8 @@ class Event:
       ``signer_cert`` the sender's desk certificate.
     * ``receipt`` / ``ack``: ``confirmation`` by a recipient of a notice this desk sent,
       ``attestation`` of its recording, ``signer_cert`` the recipient's certificate.
+    * ``rejected``: ``confirmation`` is a recipient's signed rejection (it could not open a
+      notice this desk sent), ``attestation`` the relay's, ``signer_cert`` the recipient's.
     * ``escalation`` / ``resolved``: ``attestation`` by the relay (and ``envelope`` nil).
     """
 
@@ -272,11 +274,16 @@ class RecipientStatus:
     ack: bytes | None
     ack_attestation: bytes | None
     escalations: tuple[bytes, ...] = ()
+    #: The recipient's signed rejection (it could not open the notice) and its attestation.
+    rejection: bytes | None = None
+    rejection_attestation: bytes | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return {"desk": self.desk, "signer_cert": self.signer_cert, "receipt": self.receipt,
                 "receipt_attestation": self.receipt_attestation, "ack": self.ack,
-                "ack_attestation": self.ack_attestation, "escalations": list(self.escalations)}
+                "ack_attestation": self.ack_attestation, "escalations": list(self.escalations),
+                "rejection": self.rejection,
+                "rejection_attestation": self.rejection_attestation}
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +309,8 @@ class NoticeStatus:
         rec = record({"desk": check_desk, "signer_cert": nullable(_doc),
                       "receipt": nullable(_doc), "receipt_attestation": nullable(_doc),
                       "ack": nullable(_doc), "ack_attestation": nullable(_doc),
-                      "escalations": list_of(_doc, max_items=1000)})
+                      "escalations": list_of(_doc, max_items=1000),
+                      "rejection": nullable(_doc), "rejection_attestation": nullable(_doc)})
         f = _decode(data, {"v": version(1), "notice_id": _nid, "sender": check_desk,
                            "severity": one_of(SEVERITIES), "status": one_of(STATUSES),
                            "accepted": _doc, "digest": blob(size=32),
@@ -313,7 +321,8 @@ class NoticeStatus:
         recipients = tuple(
             RecipientStatus(DeskId(r["desk"]), r["signer_cert"], r["receipt"],
                             r["receipt_attestation"], r["ack"], r["ack_attestation"],
-                            tuple(r["escalations"])) for r in f["recipients"])
+                            tuple(r["escalations"]), r["rejection"],
+                            r["rejection_attestation"]) for r in f["recipients"])
         return cls(f["notice_id"], DeskId(f["sender"]), f["severity"], f["status"],
                    f["accepted"], f["digest"], recipients, f["policy"])
 
@@ -329,7 +338,7 @@ RELAY_MESSAGE_TYPES = ("event", "accepted", "confirmed", "error", "pong")
 def client_message(kind: str, ref: int, confirmation: bytes | None = None,
                    notice: bytes | None = None) -> bytes:
     """A client's stream message: ``submit`` carries a sealed notice (as POST /v1/notices),
-    ``confirm`` a receipt or ack (as POST /v1/confirmations), ``ping`` nothing."""
+    ``confirm`` a receipt, ack or rejection (as POST /v1/confirmations), ``ping`` nothing."""
     return codec.pack({"v": 1, "type": kind, "ref": ref, "confirmation": confirmation,
                        "notice": notice})
 

@@ -46,6 +46,7 @@ class Domain:
     ENVELOPE = b"hotline/v1/envelope\x00"
     RECEIPT = b"hotline/v1/receipt\x00"
     ACK = b"hotline/v1/ack\x00"
+    REJECTION = b"hotline/v1/rejection\x00"
     ATTESTATION = b"hotline/v1/attestation\x00"
     ESCALATION = b"hotline/v1/escalation\x00"
     RELAY_CARD = b"hotline/v1/relay-card\x00"

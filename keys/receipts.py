@@ -5,8 +5,12 @@
   confirmed it), signed by the recipient's identity key and bound to one notice digest,
   one sender and one recipient (S5, S6). An acknowledgement may carry a short message,
   sealed to the sender's encryption key.
+* :class:`Rejection`: a recipient's signed statement that it could not open a notice, for
+  a reason the sender's own signed bytes prove to be the sender's (a key wrapped for this
+  recipient that does not match the commitment, content that does not decrypt or verify).
+  It tells the sender at once; it does not stop the escalation ladder.
 * :class:`Attestation`: what the relay attests (accepted, delivered, acknowledged,
-  escalated, resolved) signed by the relay key, which certifies nobody.
+  rejected, escalated, resolved) signed by the relay key, which certifies nobody.
 * :class:`RelayCard`: the relay's self-signed public key, pinned by fingerprint.
 """
 
@@ -38,7 +42,20 @@ from keys.trust import VerifiedDesk
 MAX_STATEMENT_BYTES = 16 * 1024
 MAX_ACK_MESSAGE_CHARS = 2000
 CONFIRMATION_KINDS = ("receipt", "ack")
-ATTESTATION_EVENTS = ("accepted", "delivered", "acknowledged", "escalated", "resolved", "responded")
+ATTESTATION_EVENTS = ("accepted", "delivered", "acknowledged", "escalated", "resolved", "responded",
+                      "rejected")
+#: Why a recipient could not open a notice, each provably the sender's fault and invisible
+#: to the relay (which sees no plaintext and holds no recipient key): the step of
+#: ``open_envelope`` that failed after the sender's outer signature held.
+REJECTION_REASONS = (
+    "stanza_unwrap_failed",  # our stanza does not open with the key it names
+    "key_commitment_mismatch",  # the key wrapped for us is not the committed one
+    "aead_failed",  # the ciphertext does not decrypt under the committed key
+    "malformed_content",  # the decrypted content or report breaks the schema
+    "not_intended_recipient",  # the signed content does not name us (forwarded)
+    "inner_outer_mismatch",  # the signed content's routing differs from the header's
+    "inner_signature_invalid",  # the inner signature does not verify
+)
 _DOMAINS = {"receipt": Domain.RECEIPT, "ack": Domain.ACK}
 _nid = blob(size=NOTICE_ID_BYTES, nonzero=True)
 _digest = blob(size=32)
@@ -151,9 +168,20 @@ class Confirmation:
         return self.signed.encode()
 
     def verify(
-        self, signer: VerifiedDesk, *, notice_id: bytes, digest: bytes, sender: DeskId
+        self, signer: VerifiedDesk, *, notice_id: bytes, digest: bytes, sender: DeskId,
+        recipient: DeskId,
     ) -> None:
-        """Check this confirmation is ``signer``'s, for exactly this notice and sender."""
+        """Check this confirmation is recipient ``recipient``'s, signed with ``signer`` (the
+        verified keys of that same desk), for exactly this notice and sender.
+
+        ``recipient`` is the desk the caller expects the confirmation from (the one whose
+        row it fills): a confirmation naming another desk, or a ``signer`` that is not
+        ``recipient``'s, is refused here, whatever the caller checked before."""
+        if self.recipient != recipient or signer.desk != recipient:
+            raise BadSignature(
+                f"{self.kind} is signed as {self.recipient} with the key of {signer.desk}, "
+                f"where one from recipient {recipient} was expected"
+            )
         if self.recipient != signer.desk or not equal(self.recipient_kid, signer.ik_kid):
             raise BadSignature(
                 f"{self.kind} claims to be from {self.recipient}, "
@@ -188,6 +216,74 @@ class Confirmation:
             raise BadSignature("the acknowledgement message belongs to another notice or desk")
         out: str = text(MAX_ACK_MESSAGE_CHARS)(pair[2], "ack message.text")
         return out
+
+
+def statement_type(data: bytes) -> str:
+    """The ``type`` of a signed statement's body, before it is decoded as that type (a
+    confirmation route carries receipts, acks and rejections alike)."""
+    _, value = split(data, what="confirmation", max_bytes=MAX_STATEMENT_BYTES)
+    kind = value.get("type") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) else ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A recipient's signed statement that it could not open one notice, and why."""
+
+    notice_id: bytes
+    digest: bytes
+    sender: DeskId  # the notice's sender, to whom this rejection is addressed
+    recipient: DeskId  # the desk that signed this rejection
+    recipient_kid: bytes
+    at: int
+    reason: str
+    signed: SignedBytes
+
+    @classmethod
+    def create(cls, *, notice_id: bytes, digest: bytes, sender: DeskId, me: DeskSecrets,
+               at: int, reason: str) -> Rejection:
+        if reason not in REJECTION_REASONS:
+            raise ValueError(f"rejection reason must be one of {', '.join(REJECTION_REASONS)}")
+        body = {"v": 1, "type": "rejection", "notice_id": notice_id, "digest": digest,
+                "to": sender, "from": me.desk, "from_kid": me.ik_kid, "at": at,
+                "reason": reason}
+        return cls(notice_id, digest, sender, me.desk, me.ik_kid, at, reason,
+                   make(me.identity, Domain.REJECTION, body))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Rejection:
+        signed, value = split(data, what="rejection", max_bytes=MAX_STATEMENT_BYTES)
+        f = fields(value, {"v": version(1), "type": codec.const("rejection"),
+                           "notice_id": _nid, "digest": _digest, "to": check_desk,
+                           "from": check_desk, "from_kid": _kid, "at": timestamp,
+                           "reason": one_of(REJECTION_REASONS)}, "rejection")
+        return cls(f["notice_id"], f["digest"], DeskId(f["to"]), DeskId(f["from"]),
+                   f["from_kid"], f["at"], f["reason"], signed)
+
+    def encode(self) -> bytes:
+        return self.signed.encode()
+
+    def verify(self, signer: VerifiedDesk, *, notice_id: bytes, digest: bytes, sender: DeskId,
+               recipient: DeskId) -> None:
+        """Check this rejection is recipient ``recipient``'s, signed with ``signer`` (that
+        desk's verified keys), of exactly this notice (id and digest) from ``sender``."""
+        if self.recipient != recipient or signer.desk != recipient:
+            raise BadSignature(
+                f"rejection is signed as {self.recipient} with the key of {signer.desk}, "
+                f"where one from recipient {recipient} was expected"
+            )
+        if not equal(self.recipient_kid, signer.ik_kid):
+            raise BadSignature(f"rejection names a key of {self.recipient} other than the "
+                               "verified one")
+        self.signed.verify(signer.identity_key, Domain.REJECTION,
+                           signer=f"recipient {signer.desk}")
+        if self.notice_id != notice_id or not equal(self.digest, digest):
+            raise BadSignature("rejection is bound to another notice or another version of "
+                               "it (notice id or digest differs)")
+        if self.sender != sender:
+            raise NotIntendedRecipient(
+                f"rejection is addressed to {self.sender}, not to the notice's sender {sender}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

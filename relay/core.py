@@ -29,7 +29,7 @@ from keys.errors import HotlineError
 from keys.frames import Accepted, Event, InboxPage, NoticeStatus, RecipientStatus
 from keys.ids import DeskId
 from keys.primitives import equal
-from keys.receipts import EscalationStatement
+from keys.receipts import EscalationStatement, Rejection, statement_type
 from relay import faults
 from relay.auth import DeskSession
 from relay.clock import Clock
@@ -49,6 +49,7 @@ from relay.store.base import (
     Inserted,
     NoticeRecord,
     OverdueRow,
+    RejectionRecord,
     Store,
 )
 
@@ -370,7 +371,8 @@ class Relay:
             escalations.setdefault(row.recipient, []).append(row.statement)
         recipients = tuple(
             RecipientStatus(DeskId(d.recipient), d.signer_cert, d.receipt, d.receipt_attestation,
-                            d.ack, d.ack_attestation, tuple(escalations.get(d.recipient, ())))
+                            d.ack, d.ack_attestation, tuple(escalations.get(d.recipient, ())),
+                            d.rejection, d.rejection_attestation)
             for d in self.store.deliveries(notice_id))
         policy = (codec.unpack(n.policy, what="stored policy", max_bytes=1 << 20)
                   if n.policy else None)
@@ -379,6 +381,9 @@ class Relay:
 
     # ----------------------------------------------------------------- confirmations
     async def confirm(self, session: DeskSession, body: bytes) -> Accepted:
+        """Record a receipt, an ack or (by the body's type) a rejection."""
+        if statement_type(body) == "rejection":
+            return await self.reject(session, body)
         now = self.clock.now_ms()
         c = Confirmation.decode(body)
         if c.recipient != session.desk:
@@ -396,7 +401,7 @@ class Relay:
                              f"this {c.kind} is for another version of notice "
                              f"{c.notice_id.hex()} (digest differs)")
         c.verify(session.verified, notice_id=notice.notice_id, digest=notice.digest,
-                 sender=notice.sender)  # type: ignore[arg-type]
+                 sender=notice.sender, recipient=session.desk)  # type: ignore[arg-type]
         event = "delivered" if c.kind == "receipt" else "acknowledged"
         outcome = await self.store.record_confirmation(
             ConfirmationRecord(c.kind, c.notice_id, notice.digest, session.desk, notice.sender,
@@ -420,6 +425,44 @@ class Relay:
             await self.escalator.announce([outcome.resolved])
         faults.crash_point("post_ack_commit_pre_response" if c.kind == "ack"
                            else "post_deliver_pre_mark")
+        return Accepted(outcome.attestation, False)
+
+    async def reject(self, session: DeskSession, body: bytes) -> Accepted:
+        """Record a recipient's signed rejection of a notice it could not open, checked like
+        a confirmation (its signer is the session's desk, a recipient of exactly this
+        notice and digest), and push it to the sender. Its deadlines keep running."""
+        now = self.clock.now_ms()
+        r = Rejection.decode(body)
+        if r.recipient != session.desk:
+            raise RelayError(403, "forbidden",
+                             f"this rejection is signed as {r.recipient}, not {session.desk}")
+        self._limit(self._confirm_rate, session.desk, now, 1, "confirmations per minute")
+        notice = self.facts(r.notice_id)
+        if notice is None:
+            raise RelayError(404, "not_found", f"no notice {r.notice_id.hex()}")
+        if session.desk not in notice.recipients:
+            raise RelayError(403, "forbidden",
+                             f"notice {r.notice_id.hex()} is not addressed to {session.desk}")
+        if not equal(r.digest, notice.digest):
+            raise RelayError(409, "digest_mismatch",
+                             f"this rejection is for another version of notice "
+                             f"{r.notice_id.hex()} (digest differs)")
+        r.verify(session.verified, notice_id=notice.notice_id, digest=notice.digest,
+                 sender=notice.sender, recipient=session.desk)  # type: ignore[arg-type]
+        outcome = await self.store.record_rejection(
+            RejectionRecord(r.notice_id, notice.digest, session.desk, notice.sender, r.reason,
+                            body, session.verified_cert),
+            self.stamper, self.clock.now_ms)
+        if isinstance(outcome, Conflict):
+            raise RelayError(409, "already_confirmed",
+                             f"{session.desk} already confirmed notice {r.notice_id.hex()}: "
+                             "it cannot reject it now")
+        if isinstance(outcome, Duplicate):
+            return Accepted(outcome.attestation, True)
+        self.hub.publish(notice.sender)
+        self.log.warning("notice.rejected_by_recipient", notice_id=r.notice_id.hex(),
+                         sender=notice.sender, recipient=session.desk, reason=r.reason,
+                         severity=notice.severity, status=notice.status)
         return Accepted(outcome.attestation, False)
 
     # ----------------------------------------------------------------- streams

@@ -30,6 +30,7 @@ STATUS_BY_CODE = {
     "not_found": 404,
     "id_conflict": 409,
     "digest_mismatch": 409,
+    "already_confirmed": 409,
     "too_large": 413,
     "body_too_large": 413,
     "encoding_not_allowed": 415,

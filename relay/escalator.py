@@ -52,6 +52,9 @@ def log_record(row: EscalationRow, relay_id: str) -> dict[str, Any]:
         "deadline": iso(row.deadline), "at": iso(row.at), "overdue_ms": row.at - row.deadline,
         "delivered": row.delivered, "final": row.final,
         "contacts": list(row.contacts), "webhooks": list(row.webhooks),
+        # The recipient said, signed, that it could not open the notice (the sender's
+        # fault); the deadline still runs, since nobody there has read it.
+        "rejected_by_recipient": row.rejected,
     }
 
 

@@ -39,7 +39,8 @@ def overdue_record(row: OverdueRow, now: int) -> dict[str, Any]:
     return {"notice_id": row.notice_id.hex(), "sender": row.sender, "recipient": row.recipient,
             "track": row.track, "severity": row.severity, "status": row.status,
             "exercise": row.status != "actual", "deadline": iso(row.due_at),
-            "overdue_ms": now - row.due_at, "level": row.level, "delivered": row.delivered}
+            "overdue_ms": now - row.due_at, "level": row.level, "delivered": row.delivered,
+            "rejected_by_recipient": row.rejected}
 
 
 async def operator_challenge(request: web.Request, body: bytes) -> web.Response:

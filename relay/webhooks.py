@@ -54,14 +54,18 @@ def alert_body(row: EscalationRow, webhook: str, relay_id: str, origin: str) -> 
                if firing else
                f"{row.severity} notice from {row.sender} to {row.recipient} {what} "
                f"{(row.at - row.deadline) // 1000} s after its deadline")
+    annotations = {"summary": summary, "level": str(row.level),
+                   "delivered": str(row.delivered).lower(),
+                   "missed_levels": str(row.missed_levels),
+                   "exercise": str(row.status != "actual").lower()}
+    if row.rejected is not None:
+        annotations["summary"] += f"; rejected by recipient: {row.rejected}"
+        annotations["rejected_by_recipient"] = row.rejected
     alert = {
         "status": "firing" if firing else "resolved", "labels": labels,
         # The level is an annotation, not a label: every level of one ladder is one alert,
         # which the resolution then clears.
-        "annotations": {"summary": summary, "level": str(row.level),
-                        "delivered": str(row.delivered).lower(),
-                        "missed_levels": str(row.missed_levels),
-                        "exercise": str(row.status != "actual").lower()},
+        "annotations": annotations,
         "startsAt": iso(row.deadline),
         "endsAt": iso(row.at) if not firing else "0001-01-01T00:00:00Z",
         "generatorURL": origin, "fingerprint": f"{row.notice_id.hex()}-{row.recipient}-{row.track}",

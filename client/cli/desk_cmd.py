@@ -29,7 +29,7 @@ from client.client import (
     UnknownNotice,
 )
 from client.home import now_ms
-from client.items import ClockSkewWarning, WatchdogOverdue
+from client.items import ClockSkewWarning, NoticeRejectedByRecipient, WatchdogOverdue
 from client.verify import NoticeStatusView, Step
 from keys.errors import UsageError
 from keys.ids import SEVERITIES, STATUSES
@@ -489,8 +489,14 @@ def _item_json(item: Item) -> dict[str, Any]:
                 "attested_event": item.event, "desk": item.desk,
                 "attested_at": item.attested_at, "local_at": iso8601(item.local_at),
                 "skew_ms": item.skew_ms}
+    if isinstance(item, NoticeRejectedByRecipient):
+        return {"event": "rejected_by_recipient", "notice_id": item.notice_id.hex(),
+                "recipient": item.recipient, "reason": item.reason, "at": iso8601(item.at),
+                "attested_at": iso8601(item.attested_at), "text": item.describe(),
+                "verified": True}
     return {"event": "rejected", "kind": item.kind, "notice_id": item.notice_id.hex(),
-            "seq": item.seq, "code": item.code, "reason": item.reason}
+            "seq": item.seq, "code": item.code, "reason": item.reason,
+            "reported_to_sender": item.reported}
 
 
 def _line(item: Item) -> str:
@@ -529,8 +535,12 @@ def _raw_line(item: Item) -> str:
                 f"desk's own clock; {relay}")
     if isinstance(item, ClockSkewWarning):
         return f"CLOCK SKEW {item.notice_id.hex()}: {_skew_text(item)}"
+    if isinstance(item, NoticeRejectedByRecipient):
+        return (f"UNREADABLE {item.notice_id.hex()}: {item.describe()} (signed by "
+                f"{item.recipient}; the deadline still runs)")
+    told = (f"; the sender was told ({item.reported})" if item.reported else "")
     return (f"REJECTED   {item.notice_id.hex()} ({item.kind}, seq {item.seq}): "
-            f"{item.reason} [{item.code}]")
+            f"{item.reason} [{item.code}]{told}")
 
 
 def _skew_text(w: ClockSkewWarning) -> str:
@@ -572,7 +582,7 @@ def _step_json(step: Step | None) -> dict[str, Any] | None:
         return None
     return {"at": iso8601(step.at), "attested_at": iso8601(step.attested_at),
             "verified": step.verified, "problem": step.problem, "message": step.message,
-            "level": step.level, "kind": step.kind}
+            "level": step.level, "kind": step.kind, "reason": step.reason}
 
 
 def _step_text(step: Step | None) -> str:
@@ -609,6 +619,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "accepted": _step_json(view.accepted), "digest_matches": view.digest_matches,
                 "delivered": _step_json(r.delivered), "acknowledged": _step_json(r.acknowledged),
                 "escalations": [_step_json(e) for e in r.escalations],
+                "rejected": _step_json(r.rejected),
                 "policy": (view.policy or {}).get(r.desk),
                 "mismatches": [{"field": m.field, "ours": m.ours, "relay": m.relay}
                                for m in view.mismatches],
@@ -624,6 +635,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {line(r.desk)}:")
         print(f"    delivered:    {_step_text(r.delivered)}")
         print(f"    acknowledged: {_step_text(r.acknowledged)}")
+        if r.rejected is not None:
+            why = (f"{r.desk} could not open your notice: {r.rejected.reason}"
+                   if r.rejected.verified else "")
+            print(f"    REJECTED:     {_step_text(r.rejected)}{': ' + why if why else ''}")
         for e in r.escalations:
             what = "resolved:    " if e.kind == "resolved" else f"escalated ({line(str(e.level))}):"
             print(f"    {what} {_step_text(e)}")

@@ -50,6 +50,9 @@ class EscalationRow:
     webhooks: tuple[str, ...] = ()
     #: When this level was due (for measuring lateness); 0 where not known.
     scheduled_at: int = 0
+    #: The reason code of the recipient's signed rejection (it could not open the notice),
+    #: as known when this row was read; None if it has not rejected it.
+    rejected: str | None = None
 
 
 class Stamper(Protocol):
@@ -139,6 +142,8 @@ class DeliveryState:
     acked_at: int | None
     ack: bytes | None
     ack_attestation: bytes | None
+    rejection: bytes | None = None
+    rejection_attestation: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +154,19 @@ class ConfirmationRecord:
     recipient: str
     sender: str
     confirmation: bytes
+    signer_cert: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionRecord:
+    """A recipient's verified rejection of a notice it could not open."""
+
+    notice_id: bytes
+    digest: bytes
+    recipient: str
+    sender: str
+    reason: str
+    rejection: bytes
     signer_cert: bytes
 
 
@@ -185,6 +203,8 @@ class OverdueRow:
     due_at: int
     level: int
     delivered: bool
+    #: The reason code of the recipient's signed rejection, if it rejected the notice.
+    rejected: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +252,12 @@ class Store(Protocol):
         """Record a receipt or ack (first one wins) and the event for the sender. The time
         is read inside the transaction, so an ack and an escalation are strictly ordered:
         the ack met its deadline, or the escalation stands and the ack resolves it."""
+
+    async def record_rejection(self, rec: RejectionRecord, stamper: Stamper,
+                               now: Now) -> Recorded | Duplicate | Conflict:
+        """Record a recipient's rejection (the first one wins; Duplicate after) and the
+        event for the sender. Conflict if the recipient already sent a receipt or an ack
+        of this notice (it opened it). Deadlines are not touched: the notice is unread."""
 
     def events_after(self, desk: str, after: int, limit: int) -> list[Event]:
         """The desk's stream after ``after``, in seq order, at most ``limit`` events."""

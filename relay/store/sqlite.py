@@ -37,6 +37,7 @@ from relay.store.base import (
     OutboxItem,
     OverdueRow,
     Recorded,
+    RejectionRecord,
     Routing,
     Stamper,
     StoredNotice,
@@ -113,18 +114,21 @@ class SqliteStore:
         self._read = self._write = None
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Apply every schema file not applied yet, in number order. Each file is applied
+        by number, not by "above the highest": numbers may arrive out of order (v4 applied,
+        then a relay with v3 as well applies v3), so each file must not depend on a
+        higher-numbered one."""
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-        current = row[0] or 0
+        applied = {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
         known = _migrations()
-        latest = known[-1][0] if known else 0
-        if current > latest:
+        unknown = sorted(applied - {version for version, _ in known})
+        if unknown:
             raise StorageUnavailable(
-                f"the database is at schema v{current} but this relay knows v{latest}; "
-                "upgrade the relay"
+                f"the database has schema v{unknown[-1]} applied, which this relay does not "
+                f"know (it knows v{', v'.join(str(v) for v, _ in known)}); upgrade the relay"
             )
         for version, sql in known:
-            if version > current:
+            if version not in applied:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     for statement in sql.split(";"):
@@ -324,14 +328,16 @@ class SqliteStore:
             self._reader()
             .execute(
                 "SELECT recipient, signer_cert, delivered_at, receipt, receipt_attestation,"
-                " acked_at, ack, ack_attestation FROM deliveries WHERE notice_id = ?"
+                " acked_at, ack, ack_attestation, rejection, rejection_attestation"
+                " FROM deliveries WHERE notice_id = ?"
                 " ORDER BY recipient",
                 (notice_id,),
             )
             .fetchall()
         )
         return [
-            DeliveryState(r[0], _b(r[1]), r[2], _b(r[3]), _b(r[4]), r[5], _b(r[6]), _b(r[7]))
+            DeliveryState(r[0], _b(r[1]), r[2], _b(r[3]), _b(r[4]), r[5], _b(r[6]), _b(r[7]),
+                          _b(r[8]), _b(r[9]))
             for r in rows
         ]
 
@@ -390,6 +396,38 @@ class SqliteStore:
 
         return await self._run(op)
 
+    async def record_rejection(self, rec: RejectionRecord, stamper: Stamper,
+                               now: Now) -> Recorded | Duplicate | Conflict:
+        def op(conn: sqlite3.Connection) -> Recorded | Duplicate | Conflict:
+            row = conn.execute(
+                "SELECT rejection, rejection_attestation, receipt, ack FROM deliveries"
+                " WHERE notice_id = ? AND recipient = ?",
+                (rec.notice_id, rec.recipient)).fetchone()
+            if row is None:
+                raise LookupError("no such delivery")
+            if row[0] is not None:
+                return Duplicate(bytes(row[1]))
+            if row[2] is not None or row[3] is not None:
+                return Conflict()
+            at = now()
+            attestation = stamper.attestation("rejected", notice_id=rec.notice_id,
+                                              digest=rec.digest, desk=rec.recipient, at=at)
+            conn.execute(
+                "UPDATE deliveries SET rejection = ?, rejection_attestation = ?,"
+                " rejection_reason = ?, rejected_at = ?, signer_cert = ?"
+                " WHERE notice_id = ? AND recipient = ?",
+                (rec.rejection, attestation, rec.reason, at, rec.signer_cert, rec.notice_id,
+                 rec.recipient))
+            cur = conn.execute(
+                "INSERT INTO events (desk, kind, notice_id, recipient, created_at)"
+                " VALUES (?, 'rejected', ?, ?, ?)",
+                (rec.sender, rec.notice_id, rec.recipient, at))
+            accepted_at = conn.execute("SELECT accepted_at FROM notices WHERE notice_id = ?",
+                                       (rec.notice_id,)).fetchone()[0]
+            return Recorded(int(cur.lastrowid or 0), at, attestation, accepted_at)
+
+        return await self._run(op)
+
     async def claim_due(self, now: Now, limit: int, stamper: Stamper,
                         routing: Routing) -> Claimed:
         def op(conn: sqlite3.Connection) -> Claimed:
@@ -411,10 +449,10 @@ class SqliteStore:
 
     def unlogged_escalations(self, limit: int) -> list[EscalationRow]:
         rows = self._reader().execute(
-            "SELECT id, statement, contacts, webhooks"
-            " FROM escalations WHERE logged = 0 ORDER BY id LIMIT ?",
+            "SELECT x.id, x.statement, x.contacts, x.webhooks, " + _REJECTED +  # noqa: S608 - fixed subquery
+            " FROM escalations x WHERE x.logged = 0 ORDER BY x.id LIMIT ?",
             (limit,)).fetchall()
-        return [_from_statement(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+        return [_from_statement(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows]
 
     async def mark_logged(self, ids: list[int]) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -426,26 +464,28 @@ class SqliteStore:
     def overdue(self, now: int, limit: int) -> list[OverdueRow]:
         rows = self._reader().execute(
             "SELECT d.notice_id, d.sender, d.recipient, d.track, d.severity, d.status, d.due_at,"
-            " d.level, v.delivered_at IS NOT NULL FROM deadlines d JOIN deliveries v"
+            " d.level, v.delivered_at IS NOT NULL, v.rejection_reason"
+            " FROM deadlines d JOIN deliveries v"
             " ON v.notice_id = d.notice_id AND v.recipient = d.recipient"
             " WHERE d.met_at IS NULL AND d.due_at <= ? ORDER BY d.due_at LIMIT ?",
             (now, limit)).fetchall()
-        return [OverdueRow(bytes(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))
+        return [OverdueRow(bytes(r[0]), r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]),
+                           r[9])
                 for r in rows]
 
     def escalations_since(self, since: int, limit: int) -> list[EscalationRow]:
         rows = self._reader().execute(
-            "SELECT id, statement, contacts, webhooks"
-            " FROM escalations WHERE at >= ? ORDER BY id LIMIT ?",
+            "SELECT x.id, x.statement, x.contacts, x.webhooks, " + _REJECTED +  # noqa: S608 - fixed subquery
+            " FROM escalations x WHERE x.at >= ? ORDER BY x.id LIMIT ?",
             (since, limit)).fetchall()
-        return [_from_statement(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+        return [_from_statement(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows]
 
     def escalations_after_id(self, after_id: int, limit: int) -> list[EscalationRow]:
         rows = self._reader().execute(
-            "SELECT id, statement, contacts, webhooks"
-            " FROM escalations WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT x.id, x.statement, x.contacts, x.webhooks, " + _REJECTED +  # noqa: S608 - fixed subquery
+            " FROM escalations x WHERE x.id > ? ORDER BY x.id LIMIT ?",
             (after_id, limit)).fetchall()
-        return [_from_statement(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+        return [_from_statement(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows]
 
     async def add_revocation(self, desk: str, ik_kid: bytes, body: bytes, now: int) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -465,19 +505,20 @@ class SqliteStore:
 
     def escalations_of(self, notice_id: bytes) -> list[EscalationRow]:
         rows = self._reader().execute(
-            "SELECT id, statement, contacts, webhooks"
-            " FROM escalations WHERE notice_id = ? ORDER BY id",
+            "SELECT x.id, x.statement, x.contacts, x.webhooks, " + _REJECTED +  # noqa: S608 - fixed subquery
+            " FROM escalations x WHERE x.notice_id = ? ORDER BY x.id",
             (notice_id,)).fetchall()
-        return [_from_statement(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+        return [_from_statement(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in rows]
 
     def outbox_due(self, now: int, limit: int) -> list[OutboxItem]:
         rows = self._reader().execute(
-            "SELECT o.id, o.webhook, o.attempts, x.id, x.statement, x.contacts, x.webhooks"
-            " FROM outbox o"
+            "SELECT o.id, o.webhook, o.attempts, x.id, x.statement, x.contacts, x.webhooks, "  # noqa: S608 - fixed subquery
+            + _REJECTED + " FROM outbox o"
             " JOIN escalations x ON x.id = o.escalation_id WHERE o.done_at IS NULL"
             " AND o.failed_at IS NULL AND o.next_attempt_at <= ? ORDER BY o.next_attempt_at"
             " LIMIT ?", (now, limit)).fetchall()
-        return [OutboxItem(r[0], r[1], r[2], _from_statement(r[3], bytes(r[4]), r[5], r[6]))
+        return [OutboxItem(r[0], r[1], r[2],
+                           _from_statement(r[3], bytes(r[4]), r[5], r[6], r[7]))
                 for r in rows]
 
     def outbox_next(self) -> int | None:
@@ -569,12 +610,14 @@ def _fan_out(conn: sqlite3.Connection, d: dict[str, Any], esc_id: int, kind: str
     return contacts, hooks
 
 
-def _context(conn: sqlite3.Connection, d: dict[str, Any]) -> tuple[bytes, bool]:
+def _context(conn: sqlite3.Connection, d: dict[str, Any]) -> tuple[bytes, bool, str | None]:
+    """The notice's digest, whether the recipient confirmed delivery, and the reason of its
+    rejection (None if it did not reject it)."""
     row = conn.execute(
-        "SELECT n.digest, v.delivered_at FROM notices n JOIN deliveries v ON"
-        " v.notice_id = n.notice_id WHERE n.notice_id = ? AND v.recipient = ?",
+        "SELECT n.digest, v.delivered_at, v.rejection_reason FROM notices n JOIN deliveries v"
+        " ON v.notice_id = n.notice_id WHERE n.notice_id = ? AND v.recipient = ?",
         (d["notice_id"], d["recipient"])).fetchone()
-    return bytes(row[0]), row[1] is not None
+    return bytes(row[0]), row[1] is not None, row[2]
 
 
 def _escalate(conn: sqlite3.Connection, d: dict[str, Any], at: int, stamper: Stamper,
@@ -587,7 +630,7 @@ def _escalate(conn: sqlite3.Connection, d: dict[str, Any], at: int, stamper: Sta
                                                         d["max_level"], d["level"]),
                                         d["notice_id"], d["recipient"], d["track"]))
         return None
-    digest, delivered = _context(conn, d)
+    digest, delivered, rejected = _context(conn, d)
     missed = level - d["level"] - 1
     final = level >= d["max_level"]
     statement = stamper.escalation(
@@ -610,12 +653,13 @@ def _escalate(conn: sqlite3.Connection, d: dict[str, Any], at: int, stamper: Sta
     return EscalationRow(esc_id, "escalated", d["notice_id"], d["sender"], d["recipient"],
                          d["track"], d["severity"], d["status"], level, missed, d["due_at"], at,
                          delivered, final, statement, contacts, hooks,
-                         scheduled_at=d["due_at"] + (level - 1) * d["repeat_ms"])
+                         scheduled_at=d["due_at"] + (level - 1) * d["repeat_ms"],
+                         rejected=rejected)
 
 
 def _resolve_ladder(conn: sqlite3.Connection, d: dict[str, Any], at: int, stamper: Stamper,
              routing: Routing) -> EscalationRow:
-    digest, delivered = _context(conn, d)
+    digest, delivered, rejected = _context(conn, d)
     statement = stamper.escalation(
         "resolved", notice_id=d["notice_id"], digest=digest, sender=d["sender"],
         recipient=d["recipient"], severity=d["severity"], status=d["status"],
@@ -629,16 +673,21 @@ def _resolve_ladder(conn: sqlite3.Connection, d: dict[str, Any], at: int, stampe
     contacts, hooks = _fan_out(conn, d, esc_id, "resolved", at, d["level"], routing)
     return EscalationRow(esc_id, "resolved", d["notice_id"], d["sender"], d["recipient"],
                          d["track"], d["severity"], d["status"], d["level"], 0, d["due_at"], at,
-                         delivered, True, statement, contacts, hooks)
+                         delivered, True, statement, contacts, hooks, rejected=rejected)
 
 
 def _from_statement(esc_id: int, statement: bytes, contacts: str = "",
-                    webhooks: str = "") -> EscalationRow:
+                    webhooks: str = "", rejected: str | None = None) -> EscalationRow:
     st = EscalationStatement.decode(statement)
     return EscalationRow(esc_id, st.kind, st.notice_id, st.sender, st.recipient, st.track,
                          st.severity, st.status, st.level, st.missed_levels, st.deadline, st.at,
                          st.delivered, st.final, statement, tuple(contacts.split()),
-                         tuple(webhooks.split()))
+                         tuple(webhooks.split()), rejected=rejected)
+
+
+#: The reason of the recipient's rejection of an escalation ``x``'s notice (NULL if none).
+_REJECTED = ("(SELECT v.rejection_reason FROM deliveries v WHERE v.notice_id = x.notice_id"
+             " AND v.recipient = x.recipient)")
 
 
 def _b(value: Any) -> bytes | None:
@@ -649,7 +698,7 @@ def _b(value: Any) -> bytes | None:
 _EVENT_SQL = (
     "SELECT e.seq, e.kind, e.notice_id, {envelope}, n.attestation, n.sender_cert,"
     " d.receipt, d.receipt_attestation, d.ack, d.ack_attestation, d.signer_cert,"
-    " x.statement, x.recipient, e.desk"
+    " x.statement, x.recipient, e.desk, d.rejection, d.rejection_attestation"
     " FROM events e JOIN notices n ON n.notice_id = e.notice_id"
     " LEFT JOIN deliveries d ON d.notice_id = e.notice_id AND d.recipient = e.recipient"
     " LEFT JOIN escalations x ON x.id = e.escalation_id")
@@ -673,6 +722,9 @@ def _event(row: Any, desk: str) -> Event:
                      signer_cert=_b(rcert))
     if kind == "ack":
         return Event(seq, kind, nid, confirmation=_b(ack), attestation=_b(ack_att),
+                     signer_cert=_b(rcert))
+    if kind == "rejected":
+        return Event(seq, kind, nid, confirmation=_b(row[14]), attestation=_b(row[15]),
                      signer_cert=_b(rcert))
     # An escalation or resolution: the recipient gets the notice again with its escalation
     # (a re-push); the sender and contacts get the relay's statement only (metadata).

@@ -54,7 +54,8 @@ def main() -> None:
         "relay_check_us": _per_op(lambda: check_submission(Envelope.decode(env.raw),
                                                            sender=sender, now=NOW), args.n),
         "ack_verify_us": _per_op(lambda: Confirmation.decode(ack).verify(
-            d0, notice_id=env.notice_id, digest=env.digest, sender=us.desk), args.n),
+            d0, notice_id=env.notice_id, digest=env.digest, sender=us.desk, recipient=d0.desk),
+            args.n),
         "envelope_bytes_1_recipient": len(env.raw),
     }
     for key, value in results.items():

@@ -181,7 +181,7 @@ async def _loop(prep: dict[str, Any], db: str, *, extended: bool,
         await writer.run(insert)
         for kind, blob in (("receipt", receipt), ("ack", ack)):
             c = Confirmation.decode(blob)
-            c.verify(rv, notice_id=nid, digest=digest, sender=h.sender)
+            c.verify(rv, notice_id=nid, digest=digest, sender=h.sender, recipient=rv.desk)
             event = "delivered" if kind == "receipt" else "acknowledged"
             catt = attest(event, nid, digest, to, now + 5)
 
@@ -246,7 +246,8 @@ def primitives(prep: dict[str, Any], rounds: int = 2000) -> dict[str, float]:
     timed("confirmation_decode_us", lambda: Confirmation.decode(receipt))
     timed("confirmation_verify_us", lambda: c.verify(rv, notice_id=env.notice_id,
                                                       digest=env.digest,
-                                                      sender=env.header.sender))
+                                                      sender=env.header.sender,
+                                                      recipient=rv.desk))
     timed("attestation_sign_us", lambda: Attestation.create(
         "accepted", relay_id="bench-relay", relay_key=key, notice_id=env.notice_id,
         digest=env.digest, desk=env.header.sender, at=now).encode())

@@ -27,6 +27,7 @@ import nacl.signing
 from client.connection import RelayError, RelayUnavailable
 from keys import Attestation, Confirmation, Envelope, RelayCard
 from keys.frames import Accepted, Event, InboxPage, NoticeStatus, RecipientStatus
+from keys.receipts import Rejection, statement_type
 from tests.factory import NOW, Federation
 
 
@@ -88,6 +89,8 @@ class FakeRelay:
         return Accepted(att, False)
 
     def confirm(self, raw: bytes) -> Accepted:
+        if statement_type(raw) == "rejection":
+            return self.reject(raw)
         c = Confirmation.decode(raw)
         env = self.notices[c.notice_id]
         key = (c.notice_id, c.recipient, c.kind)
@@ -107,6 +110,18 @@ class FakeRelay:
         return self.push(env.header.sender, kind="resolved", notice_id=notice_id,
                          attestation=self.attest("resolved", notice_id, env.digest, desk))
 
+    def reject(self, raw: bytes) -> Accepted:
+        r = Rejection.decode(raw)
+        env = self.notices[r.notice_id]
+        key = (r.notice_id, r.recipient, "rejection")
+        if key in self.confirmations:
+            return Accepted(self.confirmations[key][1], True)
+        att = self.attest("rejected", r.notice_id, env.digest, r.recipient)
+        self.confirmations[key] = (raw, att)
+        self.push(env.header.sender, kind="rejected", notice_id=r.notice_id, confirmation=raw,
+                  attestation=att, signer_cert=self.cert(r.recipient))
+        return Accepted(att, False)
+
     def status(self, notice_id: bytes) -> NoticeStatus:
         env = self.notices[notice_id]
         recipients = []
@@ -115,10 +130,12 @@ class FakeRelay:
                 continue
             receipt = self.confirmations.get((notice_id, to, "receipt"))
             ack = self.confirmations.get((notice_id, to, "ack"))
+            rej = self.confirmations.get((notice_id, to, "rejection"))
             recipients.append(RecipientStatus(
                 to, self.cert(to), receipt[0] if receipt else None,
                 receipt[1] if receipt else None, ack[0] if ack else None,
-                ack[1] if ack else None))
+                ack[1] if ack else None, (), rej[0] if rej else None,
+                rej[1] if rej else None))
         h = env.header
         return NoticeStatus(notice_id, h.sender, self.status_severity or h.severity,
                             self.status_status or h.status, self.accepted[notice_id],

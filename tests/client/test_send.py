@@ -183,7 +183,8 @@ async def test_ack_message_is_readable_only_by_the_sender(
     ack = Confirmation.decode(ack_raw)
     env: Envelope = fake_relay.notices[sent.notice_id]
     ack.verify(fed.trust.verify_signer(fed.desks["cn.cac"].card.cert, NOW),  # type: ignore[union-attr]
-               notice_id=env.notice_id, digest=env.digest, sender=DeskId("us.caisi"))
+               notice_id=env.notice_id, digest=env.digest, sender=DeskId("us.caisi"),
+               recipient=DeskId("cn.cac"))
     assert ack.open_message(fed.desks["us.caisi"].secrets) == "on it"
     with pytest.raises(DecryptionFailed):
         ack.open_message(fed.desks["cn.mss"].secrets)

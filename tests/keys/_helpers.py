@@ -100,3 +100,16 @@ def fresh_header(template: dict[str, Any], *, sender: DeskSecrets, content_key: 
                    "stanzas": sorted(stanzas, key=lambda s: s["to"])})
     header.update(changes)
     return header
+
+
+def divergent(env: Envelope, sender: DeskSecrets, reader: DeskSecrets,
+              recipients: list[VerifiedDesk], victim: str) -> bytes:
+    """``env`` sealed again by ``sender`` with the committed key wrapped for every recipient
+    but ``victim``, which gets another key: properly signed, only ``victim`` can tell (it
+    gets key_commitment_mismatch). ``reader`` is any recipient, to recover the content."""
+    content_key, plaintext = unseal(env, reader)
+    stanzas = [wrap_for(r, content_key if r.desk != victim else os.urandom(32))
+               for r in recipients]
+    header = fresh_header(header_of(env), sender=sender, content_key=content_key,
+                          stanzas=stanzas)
+    return assemble(header, plaintext, content_key, sender.identity)

@@ -16,6 +16,7 @@ from keys import (
     RelayCard,
     seal,
 )
+from keys.ids import DeskId
 from keys.primitives import Domain, key_id
 from keys.receipts import ATTESTATION_EVENTS, MAX_ACK_MESSAGE_CHARS
 from keys.signed import make
@@ -41,9 +42,11 @@ def confirm(fed: Federation, env: Envelope, kind: str = "ack", me: str = B,
                                me=fed.desks[me].secrets, at=NOW + 60_000, **kw)
 
 
-def check(fed: Federation, data: bytes, env: Envelope, signer: str = B) -> Confirmation:
+def check(fed: Federation, data: bytes, env: Envelope, signer: str = B,
+          recipient: str | None = None) -> Confirmation:
     conf = Confirmation.decode(data)
-    conf.verify(fed.verified(signer), notice_id=env.notice_id, digest=env.digest, sender=A)
+    conf.verify(fed.verified(signer), notice_id=env.notice_id, digest=env.digest, sender=A,  # type: ignore[arg-type]
+                recipient=DeskId(recipient or signer))
     return conf
 
 
@@ -92,7 +95,8 @@ def test_replayed_ack_for_another_notice_is_rejected(fed: Federation) -> None:
     data = confirm(fed, first).encode()
     conf = Confirmation.decode(data)
     with pytest.raises(BadSignature) as exc:
-        conf.verify(fed.verified(B), notice_id=second.notice_id, digest=second.digest, sender=A)
+        conf.verify(fed.verified(B), notice_id=second.notice_id, digest=second.digest, sender=A,
+                    recipient=B)
     assert exc.value.code == "bad_signature"
 
 
@@ -102,7 +106,7 @@ def test_ack_for_another_version_of_the_notice_is_rejected(fed: Federation) -> N
     conf = Confirmation.decode(confirm(fed, env).encode())
     with pytest.raises(BadSignature) as exc:
         conf.verify(fed.verified(B), notice_id=env.notice_id, digest=flip(env.digest, 0),
-                    sender=A)
+                    sender=A, recipient=B)
     assert exc.value.code == "bad_signature"
 
 
@@ -144,7 +148,8 @@ def test_ack_addressed_to_another_sender_is_rejected(fed: Federation) -> None:
                               sender=C, me=fed.desks[B].secrets, at=NOW)  # type: ignore[arg-type]
     conf = Confirmation.decode(ack.encode())
     with pytest.raises(NotIntendedRecipient) as exc:
-        conf.verify(fed.verified(B), notice_id=env.notice_id, digest=env.digest, sender=A)
+        conf.verify(fed.verified(B), notice_id=env.notice_id, digest=env.digest, sender=A,
+                    recipient=B)
     assert exc.value.code == "not_intended_recipient"
 
 
@@ -343,3 +348,19 @@ def test_tampered_relay_card_is_rejected(relay: tuple[nacl.signing.SigningKey, R
     with pytest.raises(BadSignature) as exc:
         RelayCard.decode(pack([pack(body), card.signed.signature]))
     assert exc.value.code == "bad_signature"
+
+
+def test_ack_by_another_desk_verified_with_that_desks_key_is_refused_for_this_recipient(
+    fed: Federation,
+) -> None:
+    """C's own, validly signed ack, checked as the ack of recipient B with C's verified key
+    (a caller that took the key from whoever signed), is refused by the function itself."""
+    env = notice(fed)
+    data = confirm(fed, env, me=C).encode()
+    check(fed, data, env, signer=C)  # C's ack, as C's: fine
+    with pytest.raises(BadSignature) as exc:
+        check(fed, data, env, signer=C, recipient=B)
+    assert exc.value.code == "bad_signature"
+    assert "recipient cn.cac was expected" in str(exc.value)
+    with pytest.raises(BadSignature):  # B's key for C's ack, expected from B: refused too
+        check(fed, data, env, signer=B, recipient=B)

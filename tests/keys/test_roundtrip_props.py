@@ -135,7 +135,7 @@ def test_confirmation_round_trips(kind: str, at: int, message: str | None, me: s
                                me=SECRETS[me], at=at, message=message,
                                sender_keys=VERIFIED[A] if message is not None else None)
     back = Confirmation.decode(conf.encode())
-    back.verify(VERIFIED[me], notice_id=nid, digest=digest, sender=A)  # type: ignore[arg-type]
+    back.verify(VERIFIED[me], notice_id=nid, digest=digest, sender=A, recipient=me)  # type: ignore[arg-type]
     assert (back.kind, back.notice_id, back.digest, back.sender, back.recipient, back.at) == (
         kind, nid, digest, A, me, at)
     assert back.open_message(SECRETS[A]) == message

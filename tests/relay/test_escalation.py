@@ -42,7 +42,8 @@ NO_RESPONSE = '[policy.critical]\nresponse_window = "none"\n'
 
 LOG_FIELDS = {"event", "escalation_id", "relay", "notice_id", "sender", "recipient",
               "severity", "status", "exercise", "track", "level", "missed_levels", "deadline",
-              "at", "overdue_ms", "delivered", "final", "contacts", "webhooks"}
+              "at", "overdue_ms", "delivered", "final", "contacts", "webhooks",
+              "rejected_by_recipient"}
 
 Factory = Callable[..., Awaitable[InProcessRelay]]
 

@@ -454,7 +454,7 @@ class LifecycleModel(RuleBasedStateMachine):
                     c = Confirmation.decode(bytes(blob))
                     assert c.kind == kind
                     c.verify(signer, notice_id=nid, digest=n.env.digest,
-                             sender=n.sender)  # type: ignore[arg-type]
+                             sender=n.sender, recipient=recipient)  # type: ignore[arg-type]
 
     @invariant()
     def ladders_agree_with_the_model(self) -> None:

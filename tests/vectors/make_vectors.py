@@ -12,6 +12,7 @@ All byte values in the output are lower-case hex strings.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -47,7 +48,7 @@ from keys.primitives import (
     key_commitment,
     key_id,
 )
-from keys.receipts import Attestation, Confirmation, EscalationStatement, RelayCard
+from keys.receipts import Attestation, Confirmation, EscalationStatement, Rejection, RelayCard
 from keys.report import (
     AiSystem,
     Attachment,
@@ -115,6 +116,8 @@ TIMES: dict[str, int] = {
     "login_ts": NOW + 1_500,
     "session_expires_at": NOW + 1_500 + 900_000,
     "webhook_timestamp_s": (NOW + 25 * MINUTE + 2_000) // 1000,
+    "rejection_at": NOW + 10 * MINUTE + 3_000,
+    "rejected_at": NOW + 10 * MINUTE + 3_100,
 }
 
 DOMAIN_NAMES = (
@@ -128,6 +131,7 @@ DOMAIN_NAMES = (
     "ENVELOPE",
     "RECEIPT",
     "ACK",
+    "REJECTION",
     "ATTESTATION",
     "ESCALATION",
     "RELAY_CARD",
@@ -645,6 +649,37 @@ def build_vectors() -> dict[str, Any]:
     }
     escalation_log_line = json.dumps(log_record(row, RELAY_ID), sort_keys=True)
 
+    # --- cn.mss could not open notice 2 (say the key wrapped for it did not match the
+    # commitment): its signed rejection, the relay's attestation, and the same escalation
+    # as the webhook sees it once the rejection is recorded.
+    rejection = Rejection.create(
+        notice_id=NOTICE2_ID,
+        digest=n2_digest,
+        sender=DeskId("us.caisi"),
+        me=secrets["cn.mss"],
+        at=TIMES["rejection_at"],
+        reason="key_commitment_mismatch",
+    )
+    rejected = Attestation.create(
+        "rejected",
+        relay_id=RELAY_ID,
+        relay_key=relay_sk,
+        notice_id=NOTICE2_ID,
+        digest=n2_digest,
+        desk=DeskId("cn.mss"),
+        at=TIMES["rejected_at"],
+    )
+    rejected_row = dataclasses.replace(row, rejected=rejection.reason)
+    rejected_body = json.dumps(alert_body(rejected_row, WEBHOOK, RELAY_ID, ORIGIN),
+                               sort_keys=True)
+    webhook_rejected = {
+        "body": rejected_body,
+        "escalation_log_line": json.dumps(log_record(rejected_row, RELAY_ID), sort_keys=True),
+        "X-Hotline-Signature": webhook_signature(
+            WEBHOOK_SECRET, webhook_ts, rejected_body.encode()
+        ),
+    }
+
     # --- authentication: a desk and an operator answer a challenge
     desk_random = CounterRandom("desk-auth")
     desk_nonce = desk_random(32)
@@ -747,10 +782,12 @@ def build_vectors() -> dict[str, Any]:
         "notices": notices,
         "receipt": signed_doc(receipt.signed, receipt.encode()),
         "ack": ack_doc,
+        "rejection": signed_doc(rejection.signed, rejection.encode()),
         "relay_card": signed_doc(relay_card.signed, relay_card.encode()),
         "attestations": {
             "accepted": signed_doc(accepted.signed, accepted.encode()),
             "escalated": signed_doc(escalated.signed, escalated.encode()),
+            "rejected": signed_doc(rejected.signed, rejected.encode()),
         },
         "escalations": {
             "escalated": signed_doc(escalation.signed, escalation.encode()),
@@ -758,6 +795,7 @@ def build_vectors() -> dict[str, Any]:
         },
         "escalation_log_line": escalation_log_line,
         "webhook": webhook,
+        "webhook_rejected": webhook_rejected,
         "auth": {"desk": desk_auth, "operator": operator_auth},
         "key_file": {
             "kind": "desk",

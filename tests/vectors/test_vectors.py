@@ -66,7 +66,7 @@ from keys.frames import (
 from keys.ids import Country
 from keys.keyfile import decode_desk_secrets, open_key_file
 from keys.primitives import Domain, check_x25519_public_key
-from keys.receipts import MAX_STATEMENT_BYTES, Attestation, EscalationStatement
+from keys.receipts import MAX_STATEMENT_BYTES, Attestation, EscalationStatement, Rejection
 from keys.report import from_wire as report_from_wire
 from keys.trust import ROOT_CLOCK_SKEW_MS
 from relay.errors import STATUS_BY_CODE
@@ -93,6 +93,7 @@ EXPECTED_DOMAINS = {
     "ENVELOPE": b"hotline/v1/envelope\x00",
     "RECEIPT": b"hotline/v1/receipt\x00",
     "ACK": b"hotline/v1/ack\x00",
+    "REJECTION": b"hotline/v1/rejection\x00",
     "ATTESTATION": b"hotline/v1/attestation\x00",
     "ESCALATION": b"hotline/v1/escalation\x00",
     "RELAY_CARD": b"hotline/v1/relay-card\x00",
@@ -317,15 +318,63 @@ def test_receipt_and_ack() -> None:
     cac = verified("cn.cac")
     receipt = Confirmation.decode(h(V["receipt"]["encoded"]))
     assert (receipt.kind, receipt.at, receipt.message) == ("receipt", TIMES["receipt_at"], None)
-    receipt.verify(cac, notice_id=nid, digest=dig, sender=DeskId("us.caisi"))
+    receipt.verify(cac, notice_id=nid, digest=dig, sender=DeskId("us.caisi"),
+        recipient=DeskId("cn.cac"))
     ack = Confirmation.decode(h(V["ack"]["encoded"]))
     assert ack.kind == "ack"
-    ack.verify(cac, notice_id=nid, digest=dig, sender=DeskId("us.caisi"))
+    ack.verify(cac, notice_id=nid, digest=dig, sender=DeskId("us.caisi"),
+        recipient=DeskId("cn.cac"))
     assert ack.open_message(secrets_of("us.caisi")) == V["ack"]["message"]["text"]
     with pytest.raises(BadSignature):
         ack.verify(
-            cac, notice_id=nid, digest=h(NOTICES["notice2"]["digest"]), sender=DeskId("us.caisi")
+            cac, notice_id=nid, digest=h(NOTICES["notice2"]["digest"]), sender=DeskId("us.caisi"),
+            recipient=DeskId("cn.cac"),
         )
+
+
+def test_rejection_verifies_and_is_built_as_documented() -> None:
+    """cn.mss's rejection of notice 2: through the API, then field by field."""
+    n2 = NOTICES["notice2"]
+    nid, dig = h(n2["inputs"]["notice_id"]), h(n2["digest"])
+    r = Rejection.decode(h(V["rejection"]["encoded"]))
+    r.verify(verified("cn.mss"), notice_id=nid, digest=dig, sender=DeskId("us.caisi"),
+             recipient=DeskId("cn.mss"))
+    with pytest.raises(BadSignature):  # not cn.cac's, whoever's key is offered
+        r.verify(verified("cn.mss"), notice_id=nid, digest=dig, sender=DeskId("us.caisi"),
+                 recipient=DeskId("cn.cac"))
+    body = raw_unpack(h(V["rejection"]["body"]))
+    assert list(body) == ["v", "type", "notice_id", "digest", "to", "from", "from_kid", "at",
+                          "reason"]
+    assert body == {"v": 1, "type": "rejection", "notice_id": nid, "digest": dig,
+                    "to": "us.caisi", "from": "cn.mss",
+                    "from_kid": raw_blake2b(pub("desk/cn.mss/ik"), 16,
+                                            personal=b"hotline-kid-v1"),
+                    "at": TIMES["rejection_at"], "reason": "key_commitment_mismatch"}
+    att = raw_unpack(h(V["attestations"]["rejected"]["body"]))
+    assert (att["event"], att["desk"], att["notice_id"], att["digest"], att["level"]) == (
+        "rejected", "cn.mss", nid, dig, 0)
+
+
+def test_webhook_of_an_escalation_whose_recipient_rejected_the_notice() -> None:
+    """The summary and annotation name the rejection; the HMAC covers them."""
+    w, base = V["webhook_rejected"], V["webhook"]
+    body = w["body"].encode()
+    mac = hmac.new(h(base["secret"]),
+                   base["headers"]["X-Hotline-Timestamp"].encode() + b"." + body,
+                   hashlib.sha256).hexdigest()
+    assert w["X-Hotline-Signature"] == "sha256=" + mac
+    [one] = json.loads(body)["alerts"]
+    [plain] = json.loads(base["body"])["alerts"]
+    assert one["annotations"] == plain["annotations"] | {
+        "summary": plain["annotations"]["summary"]
+        + "; rejected by recipient: key_commitment_mismatch",
+        "rejected_by_recipient": "key_commitment_mismatch"}
+    assert plain["annotations"]["summary"] == (
+        "critical notice from us.caisi to cn.mss not acknowledged: level 1, 0 s past its "
+        "deadline")
+    line = json.loads(w["escalation_log_line"])
+    assert line == json.loads(V["escalation_log_line"]) | {
+        "rejected_by_recipient": "key_commitment_mismatch"}
 
 
 def test_relay_card_and_attestations() -> None:
@@ -584,7 +633,8 @@ def test_ack_message_limits() -> None:
     encoded = ack(longest).encode()
     assert 8 * 1024 < len(encoded) <= MAX_STATEMENT_BYTES
     c = Confirmation.decode(encoded)
-    c.verify(verified("cn.cac"), notice_id=nid, digest=dig, sender=DeskId("us.caisi"))
+    c.verify(verified("cn.cac"), notice_id=nid, digest=dig, sender=DeskId("us.caisi"),
+        recipient=DeskId("cn.cac"))
     assert c.open_message(secrets_of("us.caisi")) == longest
     with pytest.raises(ValueError, match="2000"):
         ack("x" * 2001)
@@ -736,6 +786,8 @@ def _signed_docs() -> list[tuple[str, dict[str, Any], str, str]]:
         ("revocation", V["revocation"], "REVOCATION", "authority/us"),
         ("receipt", V["receipt"], "RECEIPT", "desk/cn.cac/ik"),
         ("ack", V["ack"], "ACK", "desk/cn.cac/ik"),
+        ("rejection", V["rejection"], "REJECTION", "desk/cn.mss/ik"),
+        ("attestation/rejected", V["attestations"]["rejected"], "ATTESTATION", relay),
         ("relay_card", V["relay_card"], "RELAY_CARD", relay),
         ("attestation/accepted", V["attestations"]["accepted"], "ATTESTATION", relay),
         ("attestation/escalated", V["attestations"]["escalated"], "ATTESTATION", relay),
@@ -1117,6 +1169,7 @@ def test_escalation_log_line() -> None:
         "final": st["final"],
         "contacts": ["cn.duty"],
         "webhooks": ["pager"],
+        "rejected_by_recipient": None,
     }
 
 
