@@ -30,7 +30,7 @@ def _rewriting(rewrite: Callable[[str, int], str]) -> type[sqlite3.Connection]:
             opened[0] += 1
             self.n = opened[0]
 
-        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:  # type: ignore[override]
+        def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
             return super().execute(rewrite(sql, self.n), *args)
 
     return Rewriting
@@ -124,7 +124,7 @@ async def test_negative_control_weakens_synchronous_only_when_asked(tmp_path: Pa
                                      "test_only_answer_before_commit = true"])
 def test_relay_toml_cannot_weaken_durability(tmp_path: Path, setting: str) -> None:
     (tmp_path / "relay.toml").write_text(f'[relay]\nid = "r"\n{setting}\n')
-    with pytest.raises(UsageError, match="test-only setting .* cannot be set in relay.toml"):
+    with pytest.raises(UsageError, match=r"test-only setting .* cannot be set in relay\.toml"):
         config_mod.load(tmp_path, env={})
 
 
