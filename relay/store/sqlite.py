@@ -100,10 +100,12 @@ def check_durability(conn: sqlite3.Connection, path: str, synchronous: str = "FU
     wanted = SYNCHRONOUS_LEVELS[synchronous]
     if level != wanted:
         name = _LEVEL_NAMES.get(level, "unknown")
+        needs = (f"durability needs synchronous={wanted} ({synchronous}); only FULL (2) and "
+                 "EXTRA (3) sync the WAL at every commit" if wanted >= 2 else
+                 f"the fault harness's negative control asked for {wanted} ({synchronous})")
         raise StorageUnavailable(
-            f"the database {path} runs with PRAGMA synchronous={level} ({name}); durability "
-            f"needs synchronous={wanted} ({synchronous}), FULL (2) or EXTRA (3): refusing "
-            "to run")
+            f"the database {path} runs with PRAGMA synchronous={level} ({name}); {needs}: "
+            "refusing to run")
     options = {str(r[0]).split("=")[0] for r in conn.execute("PRAGMA compile_options")}
     for option in _NO_SYNC_OPTIONS:
         if option in options:

@@ -71,7 +71,7 @@ async def test_store_refuses_to_run_with_synchronous_normal_which_a_power_cut_de
         tmp_path: Path, weaken: Callable[[Callable[[str, int], str]], None]) -> None:
     weaken(lambda sql, _n: sql.replace("synchronous=FULL", "synchronous=NORMAL"))
     msg = await _refused(tmp_path / "relay.db")
-    assert "PRAGMA synchronous=1 (NORMAL)" in msg and "FULL (2) or EXTRA (3)" in msg, msg
+    assert "PRAGMA synchronous=1 (NORMAL)" in msg and "needs synchronous=2 (FULL)" in msg, msg
 
 
 async def test_store_refuses_to_run_outside_wal_mode(
