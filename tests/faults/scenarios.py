@@ -202,13 +202,13 @@ class T2Config:
     must lose nothing) or NORMAL (the negative control, must lose receipted notices)."""
 
     synchronous: str = "FULL"
-    notices: int = 100
+    notices: int = 80
     clients: int = 4
     senders: tuple[str, ...] = ("us.caisi", "us.nsc", "cn.cac")
     fanout: tuple[int, int] = (2, 3)
     #: Each restart costs a relay start-up (seconds on a loaded machine): few, but each
     #: one a power cut.
-    kills: int = 4
+    kills: int = 3
     kill_interval: tuple[float, float] = (0.3, 1.0)
     load_s: float = 4.0
     time_limit_s: float = 80.0

@@ -79,10 +79,10 @@ def test_power_cut_keeps_every_commit_of_synchronous_full(tmp_path: Path, shim: 
     db = tmp_path / "db" / "t.db"
     total = 0
     for _ in range(3):
-        total = _commit_and_die(power, db, "FULL", 500)
+        total = _commit_and_die(power, db, "FULL", 400)
         power.cut()
         assert _rows(db) == (total, "ok")
-    assert total == 1500
+    assert total == 1200
     assert "t.db-wal" in power.durable_names()
 
 
@@ -149,7 +149,7 @@ async def test_t2_power_cuts_with_synchronous_full_lose_no_receipted_notice(
     print(write_summary(summary, tmp_path / "summary-t2.json"))
     known = verdict(summary)
     assert summary["kills"] >= 3 and summary["power_cuts"] >= summary["kills"] + 1, summary
-    assert summary["receipts_issued"] >= 90, summary
+    assert summary["receipts_issued"] >= 70, summary
     xfail_known(known)
 
 
