@@ -169,6 +169,12 @@ def load(
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise UsageError(f"{path} is not valid TOML: {exc}") from exc
     top = dict(raw.get("relay", {}))
+    weakened = sorted(k for k in top if k.startswith("test_only_"))
+    if weakened:
+        # The negative controls' durability knobs: the fault harness sets them in a child
+        # relay's environment; an operator's relay.toml never weakens durability.
+        raise UsageError(f"{path}: relay.{weakened[0]} is a test-only setting that loses "
+                         "accepted notices; it cannot be set in relay.toml")
     lim = dict(raw.get("limits", {}))
     unknown = set(raw) - {"relay", "limits", "policy", "escalation", "operators", "webhooks"}
     if unknown:

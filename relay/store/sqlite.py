@@ -1,5 +1,8 @@
 """SQLite backend: WAL, synchronous=FULL, one writer thread with group commit.
 
+Every connection reads its durability settings back and refuses to run without them
+(``check_durability``).
+
 Writes from concurrent requests are queued to a single writer thread that runs everything
 queued so far in one ``BEGIN IMMEDIATE ... COMMIT`` (each operation in its own savepoint,
 so one failing operation does not undo the others) and then wakes all waiters with one
@@ -60,13 +63,56 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(out)
 
 
+#: ``PRAGMA synchronous`` levels as SQLite reads them back.
+SYNCHRONOUS_LEVELS = {"OFF": 0, "NORMAL": 1, "FULL": 2, "EXTRA": 3}
+_LEVEL_NAMES = {v: k for k, v in SYNCHRONOUS_LEVELS.items()}
+#: Compile options that make SQLite's syncs no-ops: WAL with synchronous=FULL then
+#: durably writes nothing.
+_NO_SYNC_OPTIONS = ("NO_SYNC",)
+
+
 def _connect(path: str, synchronous: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute(f"PRAGMA synchronous={synchronous}")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA busy_timeout=30000")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        check_durability(conn, path, synchronous)
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def check_durability(conn: sqlite3.Connection, path: str, synchronous: str = "FULL") -> None:
+    """Read the connection's durability settings back; raise ``StorageUnavailable`` naming
+    the setting and its value unless a commit that returned is on disk: WAL journal, and
+    ``synchronous`` FULL (2) or EXTRA (3), which sync the WAL at every commit (NORMAL syncs
+    it only at checkpoints: a power cut loses the commits since), and syncs that are not
+    compiled out. ``synchronous`` below FULL is accepted only where it was asked for, by the
+    fault harness's negative control (relay.config keeps it out of relay.toml)."""
+    mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+    if mode != "wal":
+        raise StorageUnavailable(
+            f"the database {path} runs with PRAGMA journal_mode={mode}; durability needs "
+            "journal_mode=wal: refusing to run")
+    level = int(conn.execute("PRAGMA synchronous").fetchone()[0])
+    wanted = SYNCHRONOUS_LEVELS[synchronous]
+    if level != wanted:
+        name = _LEVEL_NAMES.get(level, "unknown")
+        needs = (f"durability needs synchronous={wanted} ({synchronous}); only FULL (2) and "
+                 "EXTRA (3) sync the WAL at every commit" if wanted >= 2 else
+                 f"the fault harness's negative control asked for {wanted} ({synchronous})")
+        raise StorageUnavailable(
+            f"the database {path} runs with PRAGMA synchronous={level} ({name}); {needs}: "
+            "refusing to run")
+    options = {str(r[0]).split("=")[0] for r in conn.execute("PRAGMA compile_options")}
+    for option in _NO_SYNC_OPTIONS:
+        if option in options:
+            raise StorageUnavailable(
+                f"the SQLite library is compiled with SQLITE_{option}: it never syncs, so "
+                f"the database {path} is not durable: refusing to run")
 
 
 class SqliteStore:
@@ -98,7 +144,12 @@ class SqliteStore:
             self._last_seq = int(self._write.execute(
                 "SELECT coalesce(max(seq), 0) FROM events").fetchone()[0])
             self._read = _connect(self.path, self.synchronous)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, StorageUnavailable) as exc:
+            if self._write is not None:
+                self._write.close()
+                self._write = None
+            if isinstance(exc, StorageUnavailable):
+                raise
             raise StorageUnavailable(f"cannot open the database {self.path}: {exc}") from exc
         self._thread = threading.Thread(target=self._writer, name="sqlite-writer", daemon=True)
         self._thread.start()

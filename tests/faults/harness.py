@@ -240,6 +240,9 @@ class Rig:
         self.stats = RigStats()
         self.events = Journal(base / "journal" / "rig.jsonl")
         self._verified: dict[tuple[str, str], VerifiedDesk] = {}
+        #: Run on the dead relay's files after every kill: the power-loss model's cut
+        #: (see tests/faults/powerloss.py), which returns what it dropped.
+        self.on_kill: Callable[[], dict[str, int]] | None = None
 
     @classmethod
     async def create(cls, base: Path, *, desks: tuple[str, ...] = DESKS,
@@ -299,6 +302,8 @@ class Rig:
         if died is None and count:
             self.stats.kills += 1
         self.events.append("kill", died_by_itself=died)
+        if self.on_kill is not None:
+            self.events.append("power_cut", **await asyncio.to_thread(self.on_kill))
         return died
 
     async def check_integrity(self) -> str:

@@ -1,4 +1,4 @@
-"""Long fault-injection runs (SECURITY.md (b) T1, its negative control, T3-T6).
+"""Long fault-injection runs (SECURITY.md (b) T1, its negative control, T2-T6).
 
 Run from the repository root, with the project's virtual environment::
 
@@ -20,6 +20,11 @@ Scenarios (``--scenarios``, comma-separated; default all):
 * ``negative``: the same with the relay answering before it commits
   (``HOTLINE_RELAY_TEST_ONLY_ANSWER_BEFORE_COMMIT=true``) and a kill right after an
   answer: must report ``receipted_but_missing`` > 0, or the harness is blind.
+* ``t2``: a fifth of ``--notices`` from 8 clients, a third of ``--kills`` SIGKILLs, each
+  one a power cut (tests/faults/powerloss.py: only what was fsynced survives), relay at
+  synchronous=FULL: nothing receipted may be lost. Skipped without a C compiler.
+* ``t2-negative``: the same at synchronous=NORMAL: must report ``receipted_but_missing``
+  > 0, or the power-loss model is blind.
 * ``t3``: a tenth of ``--notices`` to three recipient applications that crash at random
   (before the receipt, after processing and before the ack, after the ack); a fifth of
   ``--kills`` relay kills plus crash points around receipts and acks.
@@ -48,21 +53,24 @@ from pathlib import Path
 from typing import Any
 
 from tests.faults.harness import KNOWN_RELAY_BUGS, nonzero, write_summary
+from tests.faults.powerloss import build_shim
 from tests.faults.scenarios import (
     T1Config,
+    T2Config,
     T3Config,
     T4Config,
     T5Config,
     T6Config,
     faketime_problem,
     run_t1,
+    run_t2,
     run_t3,
     run_t4,
     run_t5,
     run_t6,
 )
 
-ALL = ("t1", "negative", "t3", "t4", "t5", "t6")
+ALL = ("t1", "negative", "t2", "t2-negative", "t3", "t4", "t5", "t6")
 
 
 def _t1(a: argparse.Namespace, negative: bool) -> T1Config:
@@ -88,6 +96,17 @@ async def _run(name: str, a: argparse.Namespace, folder: Path) -> dict[str, Any]
         return await run_t1(folder, _t1(a, negative=False))
     if name == "negative":
         return await run_t1(folder, _t1(a, negative=True))
+    if name in ("t2", "t2-negative"):
+        shim = build_shim(folder / "shim")
+        if isinstance(shim, str):
+            return {"scenario": "T2", "skipped": shim}
+        n = max(100, a.notices // 5)
+        kills = max(4, a.kills // 3)
+        load_s = kills * 1.2 + 5
+        return await run_t2(folder, T2Config(
+            synchronous="FULL" if name == "t2" else "NORMAL", notices=n, clients=8,
+            kills=kills, load_s=load_s, seed=a.seed + 2,
+            time_limit_s=a.time_scale * (kills * 5 + n / 20 + 90)), shim)
     if name == "t3":
         n = max(100, a.notices // 10)
         kills = max(2, a.kills // 5)
