@@ -150,15 +150,15 @@ async def serve(
                          session_ttl_ms=cfg.limits.session_ttl_s * 1000,
                          operators=cfg.operators)
     webhooks = WebhookSender(store=store, clock=clock, webhooks=cfg.webhooks,
-                             relay_id=card.relay_id, origin=cfg.effective_origin, log=log,
-                             metrics=relay.metrics)
+                             relay_id=card.relay_id, origin=cfg.effective_origin,
+                             log=logs.get("relay.webhooks"), metrics=relay.metrics)
     relay.escalator.on_webhooks = webhooks.poke
     app = make_app(relay, auth)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     listener = await start_site(runner, cfg.host, cfg.port,
-                                header_timeout=cfg.limits.header_timeout_s, log=log,
-                                ssl_context=ssl_context)
+                                header_timeout=cfg.limits.header_timeout_s,
+                                log=logs.get("relay.http"), ssl_context=ssl_context)
     port = listener.sockets[0].getsockname()[1]
     if not cfg.origin:
         # Logins are bound to the origin desks signed for: with no origin configured it is
