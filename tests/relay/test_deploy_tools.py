@@ -13,12 +13,14 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from keys import FederationRoot
 from relay.config import Limits
 from tests.relay_harness import RelayProcess, make_federation
 
@@ -143,8 +145,15 @@ def live_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = RelayProcess.create(base)
     proc.start()
     try:
-        with urllib.request.urlopen(proc.url + "/metrics", timeout=10) as reply:  # noqa: S310
-            yield reply.read().decode()
+        deadline = time.monotonic() + 30
+        while True:  # the first readiness check runs just after the relay starts listening
+            with urllib.request.urlopen(proc.url + "/metrics", timeout=10) as reply:  # noqa: S310
+                text = reply.read().decode()
+            if "\nhotline_ready 1.0\n" in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        root = FederationRoot.decode((proc.home / "root").read_bytes())
+        yield text + f"# root expires_at {root.expires_at}\n"
     finally:
         proc.stop()
 
@@ -173,6 +182,15 @@ def test_live_relay_metrics_pass_promtool_check_metrics(live_metrics: str) -> No
                  "hotline_data_filesystem_avail_bytes", "hotline_data_filesystem_size_bytes",
                  "hotline_tls_certificate_expiry_timestamp_seconds"):
         assert name in exported_names(live_metrics), name
+
+
+def test_live_relay_reports_ready_and_its_root_expiry(live_metrics: str) -> None:
+    assert "\nhotline_ready 1.0\n" in live_metrics
+    expires_ms = int(re.findall(r"# root expires_at (\d+)", live_metrics)[0])
+    value = re.search(r"^hotline_federation_root_expiry_timestamp_seconds (\S+)$",
+                      live_metrics, re.M)
+    assert value is not None and float(value.group(1)) == expires_ms / 1000
+    assert re.search(r"^hotline_data_filesystem_avail_bytes [1-9]", live_metrics, re.M)
 
 
 def test_alert_rules_use_only_exported_metrics(live_metrics: str) -> None:

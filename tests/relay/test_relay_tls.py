@@ -104,8 +104,9 @@ def test_relay_serves_tls_that_a_client_with_the_test_ca_verifies(tmp_path: Path
         _wait_for(lambda: relay.events("tls.reloaded"))
         assert served_serial(relay.port, tmp_path / "ca.pem") == second.serial_number
 
-        # A broken reload (key of another certificate) keeps serving the current one.
-        make_server_cert(ca, tmp_path / "other.crt", relay.home / "tls.key", days=90)
+        # A broken reload (a new certificate, its key not copied yet) keeps serving the
+        # current certificate with its key: new connections still succeed.
+        make_server_cert(ca, relay.home / "tls.crt", tmp_path / "other.key", days=90)
         relay.proc.send_signal(signal.SIGHUP)
         _wait_for(lambda: relay.events("tls.reload_failed"))
         assert "relay.tls_cert" in relay.events("tls.reload_failed")[0]["error"]
