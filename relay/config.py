@@ -88,6 +88,14 @@ class RelayConfig:
     #: Database: a path (SQLite) or a postgresql:// URL. Default: relay.db in the home.
     database: str = ""
     log_level: str = "info"
+    #: "auto" (JSON lines, or readable console output on a terminal), "json", "console".
+    log_format: str = "auto"
+    #: Logger name -> level, e.g. {"relay.webhooks": "debug"} ([logging.loggers]).
+    log_levels: dict[str, str] = field(default_factory=dict)
+    #: Serve TLS directly (no proxy): PEM certificate chain and key, relative to the home.
+    #: Both or neither; re-read on SIGHUP.
+    tls_cert: str = ""
+    tls_key: str = ""
     #: FULL always, except in the fault harness's negative control (OFF/NORMAL), which
     #: must show that weakened durability loses notices, or the harness is blind.
     test_only_sqlite_synchronous: str = "FULL"
@@ -96,6 +104,10 @@ class RelayConfig:
     test_only_answer_before_commit: bool = False
     #: Append-only JSON-lines file of escalations for operators (relative to the home).
     escalation_log: str = "escalations.jsonl"
+    #: Rotate the escalation log when the next batch would take it past this size
+    #: (escalations.jsonl -> .1 -> .2 ...), keeping this many rotated files.
+    escalation_log_max_bytes: int = 64 * 1024 * 1024
+    escalation_log_keep: int = 10
     limits: Limits = field(default_factory=Limits)
     policy: PolicyTable = field(default_factory=lambda: PolicyTable.parse(None))
     contacts: tuple[ContactRule, ...] = ()
@@ -106,6 +118,13 @@ class RelayConfig:
     @property
     def escalation_log_path(self) -> Path:
         return self.home / self.escalation_log
+
+    @property
+    def tls(self) -> tuple[Path, Path] | None:
+        """The certificate and key paths when the relay serves TLS itself."""
+        if not self.tls_cert:
+            return None
+        return self.home / self.tls_cert, self.home / self.tls_key
 
     @property
     def host(self) -> str:
@@ -121,7 +140,8 @@ class RelayConfig:
 
     @property
     def effective_origin(self) -> str:
-        return self.origin or f"http://{self.listen}"
+        scheme = "https" if self.tls_cert else "http"
+        return self.origin or f"{scheme}://{self.listen}"
 
 
 _LISTEN_RE = re.compile(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
@@ -176,7 +196,8 @@ def load(
         raise UsageError(f"{path}: relay.{weakened[0]} is a test-only setting that loses "
                          "accepted notices; it cannot be set in relay.toml")
     lim = dict(raw.get("limits", {}))
-    unknown = set(raw) - {"relay", "limits", "policy", "escalation", "operators", "webhooks"}
+    unknown = set(raw) - {"relay", "limits", "policy", "escalation", "operators", "webhooks",
+                          "logging"}
     if unknown:
         raise UsageError(f"{path}: unknown section [{sorted(unknown)[0]}]")
     for key, value in env.items():
@@ -187,6 +208,7 @@ def load(
     for key, value in (overrides or {}).items():
         if value is not None:
             top[key] = value
+    top.update(_logging(raw.get("logging", {}), top))
 
     limit_fields = {f.name: f.default for f in dataclasses.fields(Limits)}
     for key in lim:
@@ -197,10 +219,13 @@ def load(
     top_fields = {
         f.name: f.default
         for f in dataclasses.fields(RelayConfig)
-        if f.name not in ("home", "limits", "policy", "contacts", "webhooks", "operators")
+        if f.name not in ("home", "limits", "policy", "contacts", "webhooks", "operators",
+                          "log_levels")
     }
     renamed = {"id": "relay_id"}
     values: dict[str, Any] = {}
+    if "log_levels" in top:
+        values["log_levels"] = top.pop("log_levels")
     for raw_key, value in top.items():
         name = renamed.get(raw_key, raw_key)
         if name not in top_fields:
@@ -216,14 +241,49 @@ def load(
         raise UsageError(f"relay.id {config.relay_id!r} must be 1-100 of A-Z a-z 0-9 . _ -")
     if config.test_only_sqlite_synchronous not in ("FULL", "EXTRA", "NORMAL", "OFF"):
         raise UsageError("relay.test_only_sqlite_synchronous must be FULL, EXTRA, NORMAL or OFF")
-    if config.log_level.lower() not in ("debug", "info", "warning", "error"):
+    if config.log_level.lower() not in LOG_LEVELS:
         raise UsageError("relay.log_level must be debug, info, warning or error")
+    if config.log_format not in ("auto", "json", "console"):
+        raise UsageError("logging.format must be auto, json or console")
+    if bool(config.tls_cert) != bool(config.tls_key):
+        raise UsageError("relay.tls_cert and relay.tls_key go together: set both or neither")
+    if config.escalation_log_keep > 1000:
+        raise UsageError("relay.escalation_log_keep must be at most 1000")
+    if config.escalation_log_max_bytes < 4096:
+        raise UsageError("relay.escalation_log_max_bytes must be at least 4096")
     if limits.max_notice_bytes < 4096:
         raise UsageError("limits.max_notice_bytes must be at least 4096")
     return config
 
 
 _NAME_RE = re.compile(r"[a-z0-9._-]{1,40}")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_LOGGER_RE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+
+
+def _logging(raw: Any, top: dict[str, Any]) -> dict[str, Any]:
+    """The [logging] section as [relay] settings: level, format and per-logger levels."""
+    if not isinstance(raw, dict):
+        raise UsageError("[logging] must be a table")
+    _table_keys(raw, {"level", "format", "loggers"}, "logging")
+    out: dict[str, Any] = {}
+    if "level" in raw:
+        if "log_level" in top:
+            raise UsageError("logging.level and relay.log_level both set: keep one")
+        out["log_level"] = raw["level"]
+    if "format" in raw:
+        out["log_format"] = raw["format"]
+    loggers = raw.get("loggers", {})
+    if not isinstance(loggers, dict):
+        raise UsageError("logging.loggers must be a table of logger name = \"level\"")
+    for name, level in loggers.items():
+        if not _LOGGER_RE.fullmatch(name):
+            raise UsageError(f"logging.loggers: {name!r} is not a logger name like relay.webhooks")
+        if not isinstance(level, str) or level.lower() not in LOG_LEVELS:
+            raise UsageError(f"logging.loggers.{name} must be debug, info, warning or error")
+    if loggers:
+        out["log_levels"] = {name: str(level).lower() for name, level in loggers.items()}
+    return out
 
 
 def _table_keys(raw: dict[str, Any], allowed: set[str], name: str) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,31 +61,67 @@ def log_record(row: EscalationRow, relay_id: str) -> dict[str, Any]:
 
 class EscalationLog:
     """The operators' escalation file: JSON lines, append-only, fsynced, one line per
-    escalation id (after a crash, lines already written are not written again)."""
+    escalation id (after a crash, lines already written are not written again).
 
-    def __init__(self, path: Path) -> None:
+    Rotated by size: when the next batch would take the file past ``max_bytes`` it is
+    renamed to ``NAME.1`` (``.1`` to ``.2`` ..., the oldest beyond ``keep`` deleted) and
+    the batch starts a new file. Batches are written whole, so a line is never split
+    across files, and rotation and appends are serialised, so none is lost or doubled."""
+
+    def __init__(self, path: Path, *, max_bytes: int = 64 * 1024 * 1024, keep: int = 10
+                 ) -> None:
         self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self._lock = threading.Lock()
+
+    def rotated(self, n: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{n}")
 
     def written_ids(self) -> set[int]:
-        if not self.path.exists():
-            return set()
-        with open(self.path, "rb") as fh:
-            fh.seek(max(0, self.path.stat().st_size - _LOG_TAIL_BYTES))
-            tail = fh.read().splitlines()
-        ids = set()
-        for line in tail:
-            with contextlib.suppress(ValueError, AttributeError):
-                ids.add(int(json.loads(line)["escalation_id"]))
+        """Ids in the last ``_LOG_TAIL_BYTES`` written, across a rotation if need be."""
+        ids: set[int] = set()
+        budget = _LOG_TAIL_BYTES
+        for path in (self.path, self.rotated(1)):
+            if budget <= 0 or not path.exists():
+                continue
+            with open(path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                fh.seek(max(0, size - budget))
+                tail = fh.read().splitlines()
+            budget -= size
+            for line in tail:
+                with contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):
+                    ids.add(int(json.loads(line)["escalation_id"]))
         return ids
 
     def append(self, records: list[dict[str, Any]]) -> None:
         data = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records).encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        with self._lock:
+            with contextlib.suppress(FileNotFoundError):
+                size = self.path.stat().st_size
+                if size and size + len(data) > self.max_bytes:
+                    self._rotate()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                view = memoryview(data)
+                while view:  # a short write (e.g. on a signal) continues, never splits
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _rotate(self) -> None:
+        self.rotated(self.keep).unlink(missing_ok=True)
+        for n in range(self.keep - 1, 0, -1):
+            if self.rotated(n).exists():
+                os.replace(self.rotated(n), self.rotated(n + 1))
+        os.replace(self.path, self.rotated(1))
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
+            os.fsync(dir_fd)  # the renames survive a crash before the next append's fsync
         finally:
-            os.close(fd)
+            os.close(dir_fd)
 
 
 class Escalator:

@@ -10,6 +10,7 @@ keep-alive connections are closed by aiohttp's keepalive timeout. A proxy in fro
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 from aiohttp import web
@@ -50,8 +51,9 @@ class HeaderTimeoutHandler(RequestHandler):
 
 
 async def start_site(runner: web.AppRunner, host: str, port: int, *, header_timeout: float,
-                     log: Any) -> asyncio.Server:
-    """Listen on ``host:port`` with the guarded handler; return the asyncio server."""
+                     log: Any, ssl_context: ssl.SSLContext | None = None) -> asyncio.Server:
+    """Listen on ``host:port`` with the guarded handler (over TLS with ``ssl_context``);
+    return the asyncio server. The TLS handshake gets the header timeout too."""
     server = runner.server
     assert server is not None, "runner.setup() first"
     loop = asyncio.get_running_loop()
@@ -64,4 +66,6 @@ async def start_site(runner: web.AppRunner, host: str, port: int, *, header_time
         return HeaderTimeoutHandler(server, loop=loop, header_timeout=header_timeout,
                                     on_cut=cut, **kwargs)
 
-    return await loop.create_server(factory, host, port, reuse_address=True, backlog=1024)
+    return await loop.create_server(
+        factory, host, port, reuse_address=True, backlog=1024, ssl=ssl_context,
+        ssl_handshake_timeout=header_timeout if ssl_context is not None else None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
@@ -30,6 +32,31 @@ class _Pending(Collector):
             for severity in SEVERITIES:
                 family.add_metric([severity], counts.get(name, {}).get(severity, 0))
             yield family
+
+
+class _Disk(Collector):
+    """Free and total bytes of the filesystem holding the relay's data, read at scrape."""
+
+    def __init__(self, data_dir: Path, database: Path | None) -> None:
+        self._dir = data_dir
+        self._db = database
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            st = os.statvfs(self._dir)
+        except OSError:
+            return
+        yield GaugeMetricFamily("hotline_data_filesystem_avail_bytes",
+                                "bytes available to the relay on its data filesystem",
+                                value=st.f_bavail * st.f_frsize)
+        yield GaugeMetricFamily("hotline_data_filesystem_size_bytes",
+                                "size of the relay's data filesystem",
+                                value=st.f_blocks * st.f_frsize)
+        if self._db is not None:
+            size = sum(p.stat().st_size for p in (self._db, self._db.with_name(
+                self._db.name + "-wal")) if p.exists())
+            yield GaugeMetricFamily("hotline_database_size_bytes",
+                                    "SQLite database and write-ahead log, bytes", value=size)
 
 
 class Metrics:
@@ -66,6 +93,20 @@ class Metrics:
         self.scheduler_late = Gauge("hotline_scheduler_late_deadlines",
                                     "deadlines due more than the audit margin ago and not "
                                     "escalated: the scheduler is behind", registry=r)
+
+        self.ready = Gauge("hotline_ready",
+                           "1 when the relay can accept notices (as /readyz), else 0",
+                           registry=r)
+        self.ready_checked = Gauge("hotline_ready_last_check_timestamp_seconds",
+                                   "when readiness was last checked", registry=r)
+        self.root_expiry = Gauge("hotline_federation_root_expiry_timestamp_seconds",
+                                 "when the pinned federation root expires", registry=r)
+        self.tls_expiry = Gauge("hotline_tls_certificate_expiry_timestamp_seconds",
+                                "when the certificate the relay serves itself expires "
+                                "(absent behind a proxy)", registry=r)
+
+    def watch_disk(self, data_dir: Path, database: Path | None) -> None:
+        self.registry.register(_Disk(data_dir, database))
 
     def watch_pending(self, counts: Callable[[], dict[str, dict[str, int]]]) -> None:
         self.registry.register(_Pending(counts))

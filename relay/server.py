@@ -26,7 +26,7 @@ from keys.keyfile import (
     write_key_file,
 )
 from relay import config as config_mod
-from relay import logs
+from relay import logs, tls
 from relay.app import make_app
 from relay.auth import Authenticator
 from relay.clock import Clock, SystemClock
@@ -104,8 +104,9 @@ async def serve(
     ready: asyncio.Event | None = None,
 ) -> None:
     """Run the relay until SIGINT/SIGTERM."""
-    logs.configure(cfg.log_level)
+    logs.configure(cfg.log_level, fmt=cfg.log_format, loggers=cfg.log_levels)
     log = logs.get()
+    lock = hold_home_lock(cfg.home)
     from aiohttp import http_parser
 
     if http_parser.HttpRequestParser.__module__ != "aiohttp._http_parser":
@@ -134,25 +135,35 @@ async def serve(
     add_stored_revocations(trust, store.revocations(), log)
     relay = Relay(config=cfg, store=store, trust=trust, key=key, card=card, clock=clock,
                   hub=Hub(), log=log)
+    relay.escalator.file.max_bytes = cfg.escalation_log_max_bytes
+    relay.escalator.file.keep = cfg.escalation_log_keep
     relay.metrics.watch_pending(lambda: store.counts(clock.now_ms()))
+    relay.metrics.watch_disk(cfg.home, None if "://" in cfg.database_path
+                             else Path(cfg.database_path))
+    relay.metrics.root_expiry.set(trust.root.expires_at / 1000)
+    ssl_context = None
+    if cfg.tls is not None:
+        ssl_context = tls.server_context(*cfg.tls)
+        relay.metrics.tls_expiry.set(tls.not_after(cfg.tls[0]) or 0)
     auth = Authenticator(relay_id=card.relay_id, origin=cfg.effective_origin, trust=trust,
                          challenge_ttl_ms=cfg.limits.challenge_ttl_s * 1000,
                          session_ttl_ms=cfg.limits.session_ttl_s * 1000,
                          operators=cfg.operators)
     webhooks = WebhookSender(store=store, clock=clock, webhooks=cfg.webhooks,
-                             relay_id=card.relay_id, origin=cfg.effective_origin, log=log,
-                             metrics=relay.metrics)
+                             relay_id=card.relay_id, origin=cfg.effective_origin,
+                             log=logs.get("relay.webhooks"), metrics=relay.metrics)
     relay.escalator.on_webhooks = webhooks.poke
     app = make_app(relay, auth)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
     listener = await start_site(runner, cfg.host, cfg.port,
-                                header_timeout=cfg.limits.header_timeout_s, log=log)
+                                header_timeout=cfg.limits.header_timeout_s,
+                                log=logs.get("relay.http"), ssl_context=ssl_context)
     port = listener.sockets[0].getsockname()[1]
     if not cfg.origin:
         # Logins are bound to the origin desks signed for: with no origin configured it is
         # the address actually bound (port 0 picks a free one), never a shared placeholder.
-        auth.origin = f"http://{cfg.host}:{port}"
+        auth.origin = f"{'https' if ssl_context else 'http'}://{cfg.host}:{port}"
         webhooks.origin = auth.origin
     log.info(
         "relay.listening",
@@ -163,6 +174,7 @@ async def serve(
         database=cfg.database_path,
         fingerprint=fingerprint("relay", card.relay_id, card.key),
         root_version=trust.root.version,
+        tls=ssl_context is not None,
     )
     sys.stdout.flush()
     stop = asyncio.Event()
@@ -170,9 +182,26 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    if ssl_context is not None and cfg.tls is not None:
+        cert, cert_key = cfg.tls
+
+        def reload_tls() -> None:
+            try:
+                tls.reload(ssl_context, cert, cert_key)
+            except UsageError as exc:
+                log.error("tls.reload_failed", error=str(exc)[:300], note="still serving "
+                          "the previous certificate")
+                return
+            expiry = tls.not_after(cert) or 0
+            relay.metrics.tls_expiry.set(expiry)
+            log.info("tls.reloaded", cert=str(cert), not_after=expiry)
+
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, reload_tls)
     if ready is not None:
         ready.set()
     sweeper = asyncio.create_task(_sweep(auth, clock, stop))
+    prober = asyncio.create_task(_probe_readiness(relay, stop, log))
     escalator = asyncio.create_task(relay.escalator.run())
     sender = asyncio.create_task(webhooks.run())
     try:
@@ -180,6 +209,7 @@ async def serve(
     finally:
         log.info("relay.stopping")
         sweeper.cancel()
+        prober.cancel()
         relay.escalator.stop()
         webhooks.stop()
         listener.close()
@@ -189,6 +219,7 @@ async def serve(
         await runner.cleanup()
         await store.close()
         log.info("relay.stopped")
+        lock.close()
         del name
 
 
@@ -196,3 +227,41 @@ async def _sweep(auth: Authenticator, clock: Clock, stop: asyncio.Event) -> None
     while not stop.is_set():
         await asyncio.sleep(30)
         auth.sweep(clock.now_ms())
+
+
+#: Seconds between the readiness checks behind the hotline_ready gauge.
+READY_EVERY_S = 15.0
+
+
+async def _probe_readiness(relay: Relay, stop: asyncio.Event, log: Any) -> None:
+    """The /readyz checks, run periodically for the hotline_ready gauge (alerts need a
+    series; a scrape must not write to the database)."""
+    while not stop.is_set():
+        ok = relay.trust.root.expires_at > relay.clock.now_ms()
+        try:
+            await relay.store.check_writable()
+        except Exception as exc:  # any failure means not ready; the reason is logged
+            ok = False
+            log.warning("relay.not_ready", error=str(exc)[:200])
+        relay.metrics.ready.set(1 if ok else 0)
+        relay.metrics.ready_checked.set(relay.clock.now_ms() / 1000)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=READY_EVERY_S)
+
+
+LOCK_NAME = "relay.lock"
+
+
+def hold_home_lock(home: Path) -> Any:
+    """An exclusive lock on the home while the relay serves: a second relay on the same
+    home, or a restore under a running relay, is refused instead of corrupting it."""
+    import fcntl
+
+    fh = open(home / LOCK_NAME, "a+b")  # held for the process's lifetime
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        fh.close()
+        raise UsageError(f"{home} is in use by a running relay ({home / LOCK_NAME} is "
+                         "locked)") from exc
+    return fh

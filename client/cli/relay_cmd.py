@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,26 @@ def register(groups: Any) -> None:
     p.set_defaults(run=cmd_init)
     p = relay.add_parser("serve", parents=[COMMON], help="run the relay")
     p.add_argument("--listen", help="HOST:PORT (default from relay.toml: 127.0.0.1:8750)")
-    p.add_argument("--db", help="database: a SQLite file path (default relay.db in the home)")
+    p.add_argument("--db", default=os.environ.get("HOTLINE_DB") or None,
+                   help="database: a SQLite file path (default relay.db in the home) or a "
+                        "postgresql:// URL; default $HOTLINE_DB")
     p.add_argument("--origin", help="the URL desks reach this relay at")
     p.set_defaults(run=cmd_serve)
+    p = relay.add_parser("check-config", parents=[COMMON],
+                         help="validate relay.toml and the environment as 'serve' would")
+    p.set_defaults(run=cmd_check_config)
+    p = relay.add_parser("backup", parents=[COMMON],
+                         help="online, consistent copy of the SQLite database (while serving)")
+    p.add_argument("dest", help="the backup file to create (must not exist)")
+    p.set_defaults(run=cmd_backup)
+    p = relay.add_parser("restore", parents=[COMMON],
+                         help="replace the SQLite database with a backup (relay stopped)")
+    p.add_argument("source", help="a file made by 'hotline relay backup'")
+    p.set_defaults(run=cmd_restore)
+    p = relay.add_parser("stats", parents=[COMMON],
+                         help="deliveries by state, severity and desk (read-only)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_stats)
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -55,9 +74,79 @@ def cmd_serve(args: argparse.Namespace) -> int:
     home = _home(args)
     cfg = config.load(home, {"listen": args.listen, "database": args.db,
                              "origin": args.origin})
-    passphrase = read_passphrase(getattr(args, "passphrase_file", None), what="relay key")
+    passphrase = read_passphrase(_passphrase_file(args), what="relay key")
     try:
         asyncio.run(server.serve(cfg, passphrase))
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+#: The credential name the systemd unit passes the key passphrase as (LoadCredential=).
+CREDENTIAL = "relay-passphrase"
+
+
+def _passphrase_file(args: argparse.Namespace) -> str | None:
+    """--passphrase-file, else the systemd credential when the unit supplies one and no
+    $HOTLINE_PASSPHRASE is set."""
+    explicit: str | None = getattr(args, "passphrase_file", None)
+    if explicit or os.environ.get("HOTLINE_PASSPHRASE"):
+        return explicit
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if creds and (Path(creds) / CREDENTIAL).is_file():
+        return str(Path(creds) / CREDENTIAL)
+    return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from relay import admin
+
+    home = _home(args)
+    cfg = admin.check_config(home)
+    print(f"{home / 'relay.toml'}: ok (relay {cfg.relay_id}, listen {cfg.listen}, "
+          f"{'TLS' if cfg.tls else 'plain HTTP'}, database {cfg.database_path})")
+    return 0
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from relay import config
+
+    return config.load(_home(args), {"database": os.environ.get("HOTLINE_DB") or None})
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from relay import admin
+
+    size = admin.backup(_config(args), Path(args.dest))
+    print(f"backup written to {args.dest} ({size} bytes, integrity check ok)")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from relay import admin
+
+    cfg = _config(args)
+    admin.restore(cfg, Path(args.source))
+    print(f"restored {cfg.database_path} from {args.source} "
+          f"(the previous database is kept as {cfg.database_path}.before-restore)")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from relay import admin
+
+    stats = admin.stats(_config(args))
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return 0
+    print(f"notices: {stats['notices']}")
+    print("deliveries by state: " + ", ".join(
+        f"{k} {v}" for k, v in stats["deliveries_by_state"].items()))
+    print("deliveries by severity: " + (", ".join(
+        f"{k} {v}" for k, v in stats["deliveries_by_severity"].items()) or "none"))
+    print("escalations by severity: " + (", ".join(
+        f"{k} {v}" for k, v in stats["escalations_by_severity"].items()) or "none"))
+    print(f"{'recipient':<30} " + " ".join(f"{s:>12}" for s in admin.STATES))
+    for desk, counts in stats["deliveries_by_recipient"].items():
+        print(f"{desk:<30} " + " ".join(f"{counts[s]:>12}" for s in admin.STATES))
     return 0
