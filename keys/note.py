@@ -130,7 +130,7 @@ def parse_vkey(vkey: str, *, types: Sequence[int] = (SIG_ED25519,)) -> Verifier:
     32-byte Ed25519 keys); refuses a key ID that does not match the key."""
     from keys import checkpoint  # the cosignature type's verification lives there
 
-    parts = vkey.strip().split("+")
+    parts = vkey.strip().split("+", 2)  # base64 may itself contain "+"
     if len(parts) != 3:
         raise NoteError(f"verifier key {vkey[:120]!r} is not name+keyid+key")
     name, hex_id, key64 = parts
