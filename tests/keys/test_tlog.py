@@ -137,7 +137,7 @@ def test_hasher_resumed_from_stored_hashes_matches(n: int) -> None:
     new = resumed.append(tlog.leaf_hash(b"next"))
     tree.append(b"next")
     assert resumed.root() == tree.root()
-    assert [(lv, i) for lv, i, _ in new][0] == (0, n)
+    assert next((lv, i) for lv, i, _ in new) == (0, n)
 
 
 def test_proof_arguments_out_of_range_are_refused() -> None:
@@ -189,7 +189,7 @@ def test_proofs_from_tiles_match_proofs_from_storage(data: st.DataObject) -> Non
     tree = MemoryTree()
     hasher = tree.hasher
     for i in range(n):
-        for level, index, h in hasher.append(tlog.leaf_hash(i.to_bytes(4, "big"))):
+        for level, _index, h in hasher.append(tlog.leaf_hash(i.to_bytes(4, "big"))):
             if level == len(tree.levels):
                 tree.levels.append([])
             tree.levels[level].append(h)
