@@ -2,7 +2,8 @@
 
 File format (msgpack map, all fields required)::
 
-    {v: 1, type: "hotline-key", kind: "desk"|"authority"|"relay", kdf: "argon2id13",
+    {v: 1, type: "hotline-key", kdf: "argon2id13",
+     kind: "desk"|"authority"|"relay"|"operator"|"witness",
      opslimit: int, memlimit: int, salt: bin(16), nonce: bin(24), ciphertext: bin}
 
 The wrapping key is ``argon2id(32, passphrase, salt, opslimit, memlimit)``; the ciphertext
@@ -38,7 +39,7 @@ from keys.ids import DeskId, check_desk
 from keys.primitives import Random, aead_decrypt, aead_encrypt, system_random
 from keys.secrets import DeskSecrets, EncryptionKeyPair
 
-KINDS = ("desk", "authority", "relay", "operator")
+KINDS = ("desk", "authority", "relay", "operator", "witness")
 MAX_KEY_FILE_BYTES = 64 * 1024
 #: The most a stored parameter set may ask for: SENSITIVE (1 GiB) with headroom on time.
 MAX_OPSLIMIT = 16

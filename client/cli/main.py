@@ -1,4 +1,4 @@
-"""The ``hotline`` command: desks, authorities, operators and the relay.
+"""The ``hotline`` command: desks, authorities, operators, the relay and log witnesses.
 
 Every command takes ``--home DIR`` (default ``$HOTLINE_HOME`` or ``~/.hotline``) and
 prints a one-line error, never a traceback, for anything the user or a peer got wrong.
@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from client.cli import authority_cmd, desk_cmd, keys_cmd, ops_cmd, relay_cmd
+from client.cli import authority_cmd, desk_cmd, keys_cmd, ops_cmd, relay_cmd, witness_cmd
 from client.cli.safe_text import line
 from keys.errors import HotlineError, UsageError
 
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cmd.register(groups)
     authority_cmd.register(groups)
     relay_cmd.register(groups)
+    witness_cmd.register(groups)
     ops_cmd.register(groups)
     demo = groups.add_parser("demo", help="run a whole federation on this machine and show it")
     demo.set_defaults(run=_run_demo)
