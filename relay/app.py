@@ -22,10 +22,10 @@ from aiohttp import WSMsgType, web
 
 from keys.errors import HotlineError
 from keys.frames import (
-    Challenge,
-    ChallengeRequest,
     MAX_STREAM_CREDIT,
     STREAM_SUBPROTOCOL,
+    Challenge,
+    ChallengeRequest,
     ErrorFrame,
     Session,
     SessionRequest,

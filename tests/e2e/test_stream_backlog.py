@@ -20,6 +20,7 @@ import pytest
 
 from client.client import HotlineClient
 from client.items import EscalationEvent, ReceivedNotice
+from keys.errors import MalformedInput
 from keys.frames import (
     MAX_STREAM_CREDIT,
     STREAM_SUBPROTOCOL,
@@ -27,7 +28,6 @@ from keys.frames import (
     decode_client_message,
     decode_relay_message,
 )
-from keys.errors import MalformedInput
 from tests.factory import report
 from tests.relay_harness import PASSPHRASE, RawDesk, RelayProcess
 
@@ -107,8 +107,9 @@ async def test_desk_back_to_a_backlog_gets_it_all_on_the_stream_without_timeouts
                         if len(notices) == N and len(escalated) == N:
                             break
             except TimeoutError:
-                pytest.fail(f"stalled {STALL_S:.0f} s or over {DRAIN_BOUND_S:.0f} s: the desk got {len(notices)} of {N} "
-                            f"notices and {len(escalated)} of {N} escalations")
+                pytest.fail(f"stalled {STALL_S:.0f} s or over {DRAIN_BOUND_S:.0f} s: the desk "
+                            f"got {len(notices)} of {N} notices and {len(escalated)} of {N} "
+                            "escalations")
         drained_s = time.monotonic() - started
         assert notices == ids and escalated == ids
         stats = cn.connection.stream_stats
