@@ -37,6 +37,7 @@ from yarl import URL
 from keys.errors import HotlineError, MalformedInput, ProtocolError, UsageError
 from keys.fingerprint import fingerprint
 from keys.frames import (
+    STREAM_SUBPROTOCOL,
     Accepted,
     Challenge,
     ChallengeRequest,
@@ -221,6 +222,18 @@ class Answer:
     body: bytes
 
 
+@dataclass(slots=True)
+class StreamStats:
+    """What became of the notices and confirmations this connection sent on the stream."""
+
+    #: Answered on the stream (accepted, confirmed or a final refusal).
+    answered: int = 0
+    #: No answer within STREAM_ANSWER_TIMEOUT_S (then sent over HTTP).
+    answer_timeouts: int = 0
+    #: Sent again over HTTP after the stream failed them, for whatever reason.
+    http_fallbacks: int = 0
+
+
 # ----------------------------------------------------------------------------- connection
 
 
@@ -268,6 +281,7 @@ class RelayConnection:
         self._stream: _StreamReader | None = None
         self._checked: set[str] = set()  # URLs whose relay card matched the pin
         self._relay: RelayCard | None = None
+        self.stream_stats = StreamStats()
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> RelayConnection:
@@ -515,15 +529,24 @@ class RelayConnection:
         as the relay asks, or logs in again. Both ways are idempotent at the relay, so a
         retry never duplicates anything."""
         stream = self._stream
-        if stream is not None:
+        stats = self.stream_stats
+        # Only a flow-controlled stream is read whatever the consumer does; on another
+        # (an older relay) an answer could wait behind events nobody takes.
+        if stream is not None and stream.flow_controlled:
             try:
-                return await stream.ask(kind, body)
+                accepted = await stream.ask(kind, body)
+                stats.answered += 1
+                return accepted
             except RelayError as exc:
                 if exc.status not in (401, 429) and exc.status not in TRANSIENT_STATUSES:
+                    stats.answered += 1
                     raise
                 log.info("relay.stream.%s_fallback reason=%s", kind, exc.code)
-            except Exception as exc:  # the stream went away meanwhile
+            except Exception as exc:  # the stream went away meanwhile, or no answer came
+                if isinstance(exc, TimeoutError):
+                    stats.answer_timeouts += 1
                 log.info("relay.stream.%s_fallback reason=%s", kind, _describe(exc))
+            stats.http_fallbacks += 1
         return Accepted.decode((await self.request("POST", path, body)).body)
 
     async def get_notice(self, notice_id: bytes) -> bytes:
@@ -615,6 +638,7 @@ class RelayConnection:
                 headers={"Authorization": f"Hotline {token.hex()}"},
                 heartbeat=self._heartbeat,
                 max_msg_size=MAX_ANSWER_BYTES,
+                protocols=(STREAM_SUBPROTOCOL,),
                 autoclose=True,
             )
         except aiohttp.WSServerHandshakeError as exc:
@@ -636,15 +660,34 @@ class RelayConnection:
 STREAM_ANSWER_TIMEOUT_S = 10.0
 
 
-class _StreamReader:
-    """Reads one open stream in a task of its own, so that the relay's heartbeat pings are
-    answered while the caller is busy with an event; hands events over in order through a
-    bounded buffer. Ends with _Transient (reconnect) or RelayError (refusal)."""
+#: Events a flow-controlled stream may have on their way to this client at once.
+STREAM_WINDOW = 64
 
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, base: str, buffer: int = 64):
+
+class _StreamReader:
+    """Reads one open stream in a task of its own, and never stops reading: the relay's
+    heartbeat pings are answered and the answers to notices and confirmations sent on the
+    stream reach their waiters whatever the consumer is doing.
+
+    Events are handed over in order through a buffer of ``window`` events. On a
+    flow-controlled stream (the relay chose STREAM_SUBPROTOCOL) the relay sends no more
+    events than this reader granted: ``window`` at first, then as many as the consumer
+    took, granted by halves; so a backlog arrives in windows as it is consumed, memory
+    stays bounded and an answer never waits behind events. A relay that sends more is
+    broken (reconnect). On an older relay's stream, without flow control, the reader stops
+    reading while the buffer is full (TCP back-pressure); an answer could then wait behind
+    events, so nothing is sent on such a stream (``flow_controlled`` False).
+    Ends with _Transient (reconnect) or RelayError (refusal)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, base: str,
+                 window: int = STREAM_WINDOW):
         self._ws = ws
         self._base = base
-        self._queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue(buffer)
+        self.flow_controlled = ws.protocol == STREAM_SUBPROTOCOL
+        self._window = window
+        self._taken = 0  # events the consumer took since the last grant
+        # One place more than the window: the end of the stream always fits.
+        self._queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue(window + 1)
         #: Notices and confirmations sent on this stream, by ref, awaiting the answer.
         self._pending: dict[int, asyncio.Future[Accepted]] = {}
         self._refs = itertools.count(1)
@@ -667,8 +710,15 @@ class _StreamReader:
     async def _run(self) -> None:
         end: BaseException | None
         try:
+            if self.flow_controlled:
+                await self._ws.send_bytes(client_message("credit", 0, credit=self._window))
             async for event in _read_stream(self._ws, self._base, self._pending):
-                await self._queue.put(event)
+                if not self.flow_controlled:
+                    await self._queue.put(event)
+                elif self._queue.qsize() >= self._window:
+                    raise _Transient("the relay sent more events than this client granted")
+                else:
+                    self._queue.put_nowait(event)
             end = None
         except (_Transient, RelayError) as exc:
             end = exc
@@ -685,6 +735,13 @@ class _StreamReader:
     async def __anext__(self) -> Event:
         item = await self._queue.get()
         if isinstance(item, Event):
+            if self.flow_controlled:
+                self._taken += 1
+                if self._taken >= max(1, self._window // 2):
+                    granted, self._taken = self._taken, 0
+                    # A stream that fails here ends in the reader, which reports it.
+                    with contextlib.suppress(Exception):
+                        await self._ws.send_bytes(client_message("credit", 0, credit=granted))
             return item
         self._queue.put_nowait(item)  # stay ended for any later call
         if item is None:

@@ -329,26 +329,42 @@ class NoticeStatus:
 
 # ----------------------------------------------------------------------------- WebSocket
 
-#: Messages a client sends on its stream.
-CLIENT_MESSAGE_TYPES = ("submit", "confirm", "ping")
+#: Messages a client sends on its stream (``credit`` only on a flow-controlled stream).
+CLIENT_MESSAGE_TYPES = ("submit", "confirm", "ping", "credit")
+#: The WebSocket subprotocol of a flow-controlled stream: the relay sends events only as
+#: far as the client granted them with ``credit`` messages (PROTOCOL.md 13.4, 16.5).
+STREAM_SUBPROTOCOL = "hotline.credit.1"
+#: Events a client may have granted and not yet received, at most.
+MAX_STREAM_CREDIT = 4096
 #: Messages the relay sends on a stream.
 RELAY_MESSAGE_TYPES = ("event", "accepted", "confirmed", "error", "pong")
 
 
 def client_message(kind: str, ref: int, confirmation: bytes | None = None,
-                   notice: bytes | None = None) -> bytes:
+                   notice: bytes | None = None, credit: int = 0) -> bytes:
     """A client's stream message: ``submit`` carries a sealed notice (as POST /v1/notices),
-    ``confirm`` a receipt, ack or rejection (as POST /v1/confirmations), ``ping`` nothing."""
+    ``confirm`` a receipt, ack or rejection (as POST /v1/confirmations), ``ping`` nothing,
+    ``credit`` the number of further events the relay may send (its own closed map, with
+    ``credit`` instead of ``confirmation`` and ``notice``)."""
+    if kind == "credit":
+        return codec.pack({"v": 1, "type": kind, "ref": ref, "credit": credit})
     return codec.pack({"v": 1, "type": kind, "ref": ref, "confirmation": confirmation,
                        "notice": notice})
 
 
 def decode_client_message(data: bytes,
                           max_bytes: int = DEFAULT_MAX_NOTICE_BYTES + 1024) -> dict[str, Any]:
-    f = _decode(data, {"v": version(1), "type": one_of(CLIENT_MESSAGE_TYPES),
+    """A client's stream message as a map with every field: ``credit`` is 0 but for a
+    ``credit`` message, ``confirmation`` and ``notice`` None for it."""
+    value = codec.unpack(data, what="stream message", max_bytes=max_bytes)
+    if type(value) is dict and value.get("type") == "credit":
+        f = fields(value, {"v": version(1), "type": one_of(("credit",)), "ref": uint(2**53),
+                           "credit": uint(MAX_STREAM_CREDIT, minimum=1)}, "stream message")
+        return {**f, "confirmation": None, "notice": None}
+    f = fields(value, {"v": version(1), "type": one_of(CLIENT_MESSAGE_TYPES[:3]),
                        "ref": uint(2**53), "confirmation": nullable(_doc),
-                       "notice": nullable(blob(max_size=max_bytes))},
-                "stream message", max_bytes=max_bytes)
+                       "notice": nullable(blob(max_size=max_bytes))}, "stream message")
+    f["credit"] = 0
     needs = {"submit": "notice", "confirm": "confirmation"}.get(f["type"])
     for name in ("notice", "confirmation"):
         if name == needs and f[name] is None:

@@ -22,6 +22,8 @@ from aiohttp import WSMsgType, web
 
 from keys.errors import HotlineError
 from keys.frames import (
+    MAX_STREAM_CREDIT,
+    STREAM_SUBPROTOCOL,
     Challenge,
     ChallengeRequest,
     ErrorFrame,
@@ -277,6 +279,32 @@ async def revocation(request: web.Request) -> web.Response:
 
 #: Client messages of one stream handled at the same time; the next is read when one ends.
 STREAM_INFLIGHT = 32
+#: Events read from the store at once for a stream.
+PUSH_BATCH = 200
+
+
+class Credit:
+    """The events a flow-controlled stream's client granted and has not received yet.
+
+    The pusher sends no more than that, so a backlog goes out in windows as the client
+    consumes it, and the answers to its messages never queue behind events it cannot take.
+    """
+
+    def __init__(self, wake: asyncio.Event) -> None:
+        self.left = 0
+        self._wake = wake
+
+    def grant(self, n: int) -> None:
+        if self.left + n > MAX_STREAM_CREDIT:
+            raise RelayError(400, "bad_value",
+                             f"credit {n} would allow {self.left + n} events not yet sent; "
+                             f"at most {MAX_STREAM_CREDIT}")
+        self.left += n
+        self._wake.set()  # the pusher may be waiting for credit
+
+    def allows(self) -> int:
+        """Events that may be sent now, at most one batch."""
+        return min(PUSH_BATCH, self.left)
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -293,10 +321,13 @@ async def stream(request: web.Request) -> web.StreamResponse:
         )
     ws = web.WebSocketResponse(
         max_msg_size=limits.max_notice_bytes + 1024, heartbeat=limits.heartbeat_s,
-        compress=False,
+        compress=False, protocols=(STREAM_SUBPROTOCOL,),
     )
     await ws.prepare(request)
-    relay.log.info("stream.opened", desk=session.desk, after=after)
+    # A client that chose the flow-controlled subprotocol receives events as far as it
+    # granted them; an older one, without it, receives them as fast as TCP takes them.
+    flow = ws.ws_protocol == STREAM_SUBPROTOCOL
+    relay.log.info("stream.opened", desk=session.desk, after=after, flow_control=flow)
     # Messages are handled concurrently (their writes share group commits), at most
     # STREAM_INFLIGHT at once and two notices' worth of bytes: past that, the stream is
     # not read until one is answered.
@@ -310,7 +341,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
         in_flight -= size
 
     with relay.hub.subscribe(session.desk, session.verified.ik_kid) as sub:
-        sender = asyncio.create_task(_push(ws, relay, session, sub, after))
+        credit = Credit(sub.wake) if flow else None
+        sender = asyncio.create_task(_push(ws, relay, session, sub, after, credit))
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.BINARY:
@@ -320,7 +352,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 while handling and (len(handling) >= STREAM_INFLIGHT
                                     or in_flight + size > budget):
                     await asyncio.wait(handling, return_when=asyncio.FIRST_COMPLETED)
-                task = asyncio.create_task(_on_client_message(ws, relay, session, msg.data))
+                task = asyncio.create_task(_on_client_message(ws, relay, session, msg.data,
+                                                              credit))
                 handling.add(task)
                 in_flight += size
                 task.add_done_callback(functools.partial(done, size=size))
@@ -348,12 +381,19 @@ def refusal(exc: Exception) -> tuple[int, str, str, float | None]:
 
 
 async def _on_client_message(
-    ws: web.WebSocketResponse, relay: Relay, session: DeskSession, data: bytes
+    ws: web.WebSocketResponse, relay: Relay, session: DeskSession, data: bytes,
+    credit: Credit | None = None,
 ) -> None:
     ref = 0
     try:
         msg = decode_client_message(data, relay.config.limits.max_notice_bytes + 1024)
         ref = msg["ref"]
+        if msg["type"] == "credit":
+            if credit is None:
+                raise RelayError(400, "bad_value", "credit is only sent on a stream opened "
+                                 f"with the {STREAM_SUBPROTOCOL} subprotocol")
+            credit.grant(msg["credit"])
+            return  # a grant is not answered
         if msg["type"] == "ping":
             answer = relay_message("pong", ref=ref)
         elif msg["type"] == "submit":
@@ -383,17 +423,25 @@ async def _on_client_message(
 
 
 async def _push(
-    ws: web.WebSocketResponse, relay: Relay, session: DeskSession, sub: Any, after: int
+    ws: web.WebSocketResponse, relay: Relay, session: DeskSession, sub: Any, after: int,
+    credit: Credit | None = None,
 ) -> None:
+    """Send the desk's events after ``after``, then each new one, as far as ``credit``
+    allows (None: no flow control); a grant of credit wakes it like a new event."""
     cursor = after
     while not ws.closed:
         sub.wake.clear()
         while True:
-            events = relay.events_after(session.desk, cursor)
+            limit = PUSH_BATCH if credit is None else credit.allows()
+            if limit == 0:
+                break  # the client has not taken what it has; a grant wakes us
+            events = relay.events_after(session.desk, cursor, limit)
             for event in events:
                 await ws.send_bytes(relay_message("event", event=event))
                 cursor = event.seq
-            if len(events) < 200:
+                if credit is not None:
+                    credit.left -= 1
+            if len(events) < limit:
                 break
         if sub.closed_reason is not None:
             await ws.close(code=4403, message=sub.closed_reason.encode()[:100])

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench import core, e2e, escalation, floor, peers, sockets
+from tests.bench import core, drain, e2e, escalation, floor, peers, sockets
 from tests.bench.common import REPO, BenchRelay, loadavg, make_desks, say
 
 MATRIX_REFERENCE = 38.0  # messages/s measured for Synapse (reference figure)
@@ -53,6 +53,8 @@ class Plan:
     sockets: int = 1000
     socket_desks: int = 9
     pushes: int = 200
+    drain_sizes: tuple[int, ...] = (1000, 10_000)
+    drain_live: int = 1000
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
@@ -62,7 +64,7 @@ class Plan:
                    floor_notices=3000, core_notices=1500, peer_measure_s=5.0,
                    escalation_notices=2000,
                    escalation_window_s=15, escalation_spread_s=15.0, pending_notices=10_000,
-                   pushes=50)
+                   pushes=50, drain_sizes=(1000,), drain_live=300)
 
 
 # --------------------------------------------------------------------------- steps
@@ -354,6 +356,23 @@ def build_table(r: dict[str, Any], plan: Plan) -> list[Row]:
                      f"{srss / 100:.2f}x target" if srss else "-"))
         rows.append(("  push latency to 1 of them (post -> frame)", _pcts(so.get("push_ms") or {}),
                      "", "", ""))
+    if not missing("drain", "8 backlog drain"):
+        dr = r["drain"]
+        live = (dr.get("live") or {}).get("notices_per_s")
+        e2e_rate = tput.get("notices_per_s")
+        rows.append(("8 live rate of the drain pair (receipted)", f"{_f(live)} notices/s",
+                     "", "", ""))
+        for row in dr.get("drains") or []:
+            rate = row.get("notices_per_s")
+            stream = row.get("stream") or {}
+            ok = (rate is not None and live is not None and rate >= live
+                  and stream.get("answer_timeouts") == 0 and stream.get("http_fallbacks") == 0)
+            rows.append((f"  drain of {_f(row.get('notices'))} waiting notices",
+                         f"{_f(rate)} notices/s ({_f(row.get('seconds'))} s; e2e "
+                         f"{_f(e2e_rate)}/s); timeouts {stream.get('answer_timeouts', '-')}, "
+                         f"HTTP {stream.get('http_fallbacks', '-')}",
+                         ">= live rate, no fallback", verdict(ok if rate else False),
+                         f"{rate / live:.2f}x live" if rate and live else "-"))
     rows.append(("7 PostgreSQL backend", "not available", "", "", ""))
     return rows
 
@@ -390,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                          "CPU: use the figures of a run without it)")
     ap.add_argument("--only", default="",
                     help="comma-separated parts to run (e2e,floor,peers,escalation,pending,"
-                         "sockets; floor includes the relay core without network); default "
+                         "sockets,drain; floor includes the relay core without network); default "
                          "all")
     args = ap.parse_args(argv)
     plan = Plan.make(args.quick)
@@ -444,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
                 base / "sockets", shomes, sockets=plan.sockets,
                 idle_desk_count=plan.socket_desks, pushes=plan.pushes,
                 push_interval_s=0.05, idle_measure_s=20.0 if not plan.quick else 5.0))
+        if want("drain"):
+            step(results, "drain", lambda: drain.drain(
+                base, list(plan.drain_sizes), live_n=plan.drain_live))
     results["postgresql"] = {"status": "not available",
                              "reason": "the PostgreSQL backend does not exist yet"}
     results["loadavg_end"] = loadavg()
