@@ -36,6 +36,7 @@ from relay.auth import Authenticator, DeskSession
 from relay.core import Relay
 from relay.errors import RelayError, StorageUnavailable, status_for
 from relay.limits import Buckets
+from relay.params import whole_number
 
 MSGPACK = "application/msgpack"
 _NOTICE_ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -108,10 +109,21 @@ async def _body(request: web.Request, limit: int) -> bytes:
             "body_too_large",
             f"the body is {request.content_length} bytes; the limit is {limit}",
         )
-    body = await request.read()
-    if len(body) > limit:
-        raise RelayError(413, "body_too_large", f"the body is over {limit} bytes")
-    return body
+    # Read as it arrives and stop at the limit (a chunked body has no Content-Length to
+    # check first), within the body timeout: a trickled body holds neither memory beyond
+    # the route's limit nor its connection for long.
+    timeout = request.app[RELAY].config.limits.body_timeout_s
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await request.content.readany():
+                body += chunk
+                if len(body) > limit:
+                    raise RelayError(413, "body_too_large", f"the body is over {limit} bytes")
+    except TimeoutError:
+        raise RelayError(408, "body_timeout",
+                         f"the request body did not arrive within {timeout:g} s") from None
+    return bytes(body)
 
 
 def _session(request: web.Request) -> DeskSession:
@@ -242,12 +254,7 @@ async def confirm(request: web.Request) -> web.Response:
 
 
 def _int_param(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not re.fullmatch(r"\d{1,18}", raw):
-        raise RelayError(400, "bad_value", f"query parameter {name} must be a whole number")
-    return int(raw)
+    return whole_number(request.query.get(name), name, default)
 
 
 async def inbox(request: web.Request) -> web.Response:
@@ -343,13 +350,23 @@ async def _on_client_message(
 ) -> None:
     ref = 0
     try:
-        msg = decode_client_message(data, relay.config.limits.max_notice_bytes + 1024)
+        # Every message's bytes are charged before it is decoded (a message that fails to
+        # decode still costs the desk its size). A refused one is still answered by its
+        # ref when it has one (decoding is bounded, at most 256 values).
+        max_bytes = relay.config.limits.max_notice_bytes + 1024
+        try:
+            relay.charge_bytes(session, len(data))
+        except RelayError:
+            with contextlib.suppress(HotlineError):
+                ref = decode_client_message(data, max_bytes)["ref"]
+            raise
+        msg = decode_client_message(data, max_bytes)
         ref = msg["ref"]
         if msg["type"] == "ping":
             answer = relay_message("pong", ref=ref)
         elif msg["type"] == "submit":
             relay.check_session(session)
-            accepted, _new = await relay.submit(session, msg["notice"])
+            accepted, _new = await relay.submit(session, msg["notice"], bytes_charged=True)
             answer = relay_message("accepted", ref=ref, attestation=accepted.attestation,
                                    duplicate=accepted.duplicate)
         else:
@@ -379,13 +396,16 @@ async def _push(
     cursor = after
     while not ws.closed:
         sub.wake.clear()
-        while True:
-            events = relay.events_after(session.desk, cursor)
-            for event in events:
+        more = True
+        while more:
+            # One budget's worth of events at a time (max_page_bytes): a replay of a long
+            # stream of large notices never holds more than that and the one being sent.
+            events, more = relay.events_after(session.desk, cursor)
+            while events:
+                event = events.pop(0)
                 await ws.send_bytes(relay_message("event", event=event))
                 cursor = event.seq
-            if len(events) < 200:
-                break
+                del event
         if sub.closed_reason is not None:
             await ws.close(code=4403, message=sub.closed_reason.encode()[:100])
             return
