@@ -192,7 +192,7 @@ class GuardedHandler(RequestHandler):
 
     # ------------------------------------------------------------ WebSocket
     def set_parser(self, parser: Any, data_received_cb: Any = None) -> None:
-        super().set_parser(MaskedFramesOnly(parser, self._unmasked_frame),
+        super().set_parser(MaskedFramesOnly(parser, self._unmasked_frame),  # type: ignore[arg-type]
                            data_received_cb=data_received_cb)
 
     def _unmasked_frame(self) -> None:
