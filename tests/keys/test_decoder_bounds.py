@@ -113,3 +113,22 @@ def test_full_inbox_page_fits_the_default_bound() -> None:
                          signer_cert=b"s") for i in range(500))
     page = InboxPage(events, 500, False)
     assert InboxPage.decode(page.encode()).events == events
+
+
+def test_canonical_envelope_never_reaches_the_msgpack_decoder_whole(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shape first: of a canonical envelope only the 8 KiB-bounded header is given to
+    msgpack; the (up to 8 MiB) outer array is sliced."""
+    fed = Federation.create(desks=("us.caisi", "cn.cac"))
+    env = seal(report(), sender=fed.desks["us.caisi"].secrets,
+               recipients=[fed.verified("cn.cac")], severity="high", now=NOW)
+    seen: list[int] = []
+    real = codec.msgpack.unpackb
+
+    def spy(data: bytes, **kwargs: Any) -> Any:
+        seen.append(len(data))
+        return real(data, **kwargs)
+
+    monkeypatch.setattr(codec.msgpack, "unpackb", spy)
+    Envelope.decode(env.raw)
+    assert seen == [len(env.header.raw)]
