@@ -567,6 +567,20 @@ class RelayConnection:
         return Accepted.decode((await self.request("POST", "/v1/confirmations", confirmation)).body)
 
     async def inbox(self, after: int, limit: int = 100) -> InboxPage:
+        """The page after ``after``. A relay cuts pages by bytes too (always at least one
+        event; ``more`` says whether to ask again). A page over this client's bound (a
+        relay that does not cut by bytes, several large notices) is asked for again one
+        event at a time, so large notices never stop the cursor."""
+        try:
+            return await self._inbox_page(after, limit)
+        except MalformedInput as exc:
+            if exc.code != "too_large" or limit <= 1:
+                raise
+            log.info("inbox page after %d over %d bytes; fetching one event", after,
+                     MAX_PAGE_BYTES)
+            return await self._inbox_page(after, 1)
+
+    async def _inbox_page(self, after: int, limit: int) -> InboxPage:
         answer = await self.request(
             "GET", "/v1/inbox", params={"after": str(after), "limit": str(limit)},
             max_bytes=MAX_PAGE_BYTES,

@@ -3,7 +3,9 @@
 Decoding refuses, with a typed :class:`~keys.errors.MalformedInput` whose ``code`` says
 why: inputs over the caller's byte limit, truncated input, trailing bytes, reserved bytes,
 nesting deeper than :data:`MAX_DEPTH`, declared lengths over the limits, duplicate or
-non-string map keys, extension types (the Timestamp extension included), invalid UTF-8.
+non-string map keys, extension types (the Timestamp extension included), invalid UTF-8,
+and more than ``max_objects`` values in total (every container and every element counts:
+a body of nothing but empty maps is refused after ``max_objects`` of them, not decoded).
 
 The schema layer (:func:`fields` and the ``check`` helpers) then enforces closed maps with
 exact key sets and exact types: ``bool`` is not an ``int``, a float is never accepted, and
@@ -29,6 +31,9 @@ from keys.errors import MalformedInput, UnsupportedVersion
 MAX_DEPTH = 8
 #: Upper bound on any declared array/map length; no frame has more than a few hundred.
 MAX_CONTAINER_LEN = 4096
+#: Upper bound on the total number of values one decoded input may hold (containers and
+#: their elements, at any depth). A 500-event inbox page holds about 4,500.
+MAX_OBJECTS = 20_000
 #: Upper bound on timestamps (UTC milliseconds): the year 9999.
 MAX_TIMESTAMP_MS = 253_402_300_799_999
 
@@ -58,10 +63,37 @@ def _no_ext(code: int, data: bytes) -> NoReturn:
     fail("type_not_allowed", f"msgpack extension type {code} is not allowed")
 
 
-def unpack(data: bytes, *, what: str, max_bytes: int) -> Any:
+class _ObjectBudget:
+    """Counts decoded values as msgpack finishes each container and stops the decoding
+    once there are more than ``limit``: the C decoder calls these hooks for every array
+    and map it builds, so an input of millions of empty containers costs ``limit`` of
+    them, not millions (per-container length limits alone do not bound the total)."""
+
+    __slots__ = ("left", "what")
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.left = limit - 1  # the top-level value itself
+        self.what = what
+
+    def _spend(self, count: int) -> None:
+        self.left -= count
+        if self.left < 0:
+            fail("length_limit", f"{self.what} holds more values in all than allowed")
+
+    def list_hook(self, items: list[Any]) -> list[Any]:
+        self._spend(len(items))
+        return items
+
+    def pairs_hook(self, pairs: Sequence[tuple[Any, Any]]) -> dict[Any, Any]:
+        self._spend(2 * len(pairs))
+        return _no_duplicate_keys(pairs)
+
+
+def unpack(data: bytes, *, what: str, max_bytes: int, max_objects: int = MAX_OBJECTS) -> Any:
     """Decode one msgpack value from ``data``, refusing anything non-strict.
 
     ``what`` names the thing being decoded in error messages ("envelope", "ack", ...).
+    ``max_objects`` bounds the values decoded in total (see :data:`MAX_OBJECTS`).
     """
     if type(data) is not bytes:
         fail("bad_type", f"{what} must be bytes")
@@ -69,13 +101,15 @@ def unpack(data: bytes, *, what: str, max_bytes: int) -> Any:
         fail("too_large", f"{what} is {len(data)} bytes; the limit is {max_bytes}")
     if not data:
         fail("truncated", f"{what} is empty")
+    budget = _ObjectBudget(max_objects, what)
     try:
         value = msgpack.unpackb(
             data,
             raw=False,
             strict_map_key=True,
             use_list=True,
-            object_pairs_hook=_no_duplicate_keys,
+            list_hook=budget.list_hook,
+            object_pairs_hook=budget.pairs_hook,
             ext_hook=_no_ext,
             max_str_len=max_bytes,
             max_bin_len=max_bytes,
@@ -104,6 +138,58 @@ def unpack(data: bytes, *, what: str, max_bytes: int) -> Any:
         fail("malformed", f"{what} is not valid msgpack")
     _check_depth(value, what)
     return value
+
+
+#: The values a non-canonical or malformed array of byte strings is decoded into at most,
+#: to name what is wrong with it (see :func:`bin_array`).
+_DIAGNOSE_OBJECTS = 1024
+_BIN_HEADS = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+
+
+def _canonical_bins(data: bytes, count: int) -> list[bytes] | None:
+    """The byte strings of ``data`` if it is exactly the canonical encoding of an array of
+    ``count`` byte strings (fixarray, smallest bin forms, nothing after); else None."""
+    if count > 15 or len(data) < 1 or data[0] != 0x90 | count:
+        return None
+    out: list[bytes] = []
+    pos = 1
+    for _ in range(count):
+        if pos >= len(data):
+            return None
+        width = _BIN_HEADS.get(data[pos])
+        if width is None or pos + 1 + width > len(data):
+            return None
+        size = int.from_bytes(data[pos + 1 : pos + 1 + width], "big")
+        smallest = 1 if size < 1 << 8 else 2 if size < 1 << 16 else 4
+        start = pos + 1 + width
+        if width != smallest or start + size > len(data):
+            return None
+        out.append(data[start : start + size])
+        pos = start + size
+    return out if pos == len(data) else None
+
+
+def bin_array(data: bytes, count: int, *, what: str, max_bytes: int) -> list[bytes]:
+    """Decode ``data`` by its shape: exactly the canonical msgpack array of ``count`` byte
+    strings (a fixarray, each element in its smallest ``bin`` form), else refused.
+
+    The canonical form is read directly, without the msgpack decoder, so a large body
+    costs a few slices whatever it holds. Anything else is decoded under a small object
+    bound only to say what is wrong (the usual codes; ``malformed`` for a well-formed
+    but non-canonical framing).
+    """
+    if type(data) is not bytes:
+        fail("bad_type", f"{what} must be bytes")
+    if len(data) > max_bytes:
+        fail("too_large", f"{what} is {len(data)} bytes; the limit is {max_bytes}")
+    parts = _canonical_bins(data, count)
+    if parts is not None:
+        return parts
+    value = unpack(data, what=what, max_bytes=max_bytes, max_objects=_DIAGNOSE_OBJECTS)
+    for i, item in enumerate(array(value, count, what)):
+        if type(item) is not bytes:
+            fail("bad_type", f"{what}[{i}] must be a byte string, not {type(item).__name__}")
+    fail("malformed", f"{what} framing is not in canonical msgpack form")
 
 
 def _check_depth(value: Any, what: str) -> None:

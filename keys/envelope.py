@@ -207,14 +207,14 @@ class Envelope:
     @classmethod
     def decode(cls, data: bytes, *, max_bytes: int = DEFAULT_MAX_NOTICE_BYTES) -> Envelope:
         """Check the envelope's shape and header schema. Verifies no signature."""
-        outer = codec.array(codec.unpack(data, what="envelope", max_bytes=max_bytes), 3, "envelope")
+        # By shape first: the canonical array of three byte strings is sliced, never run
+        # through the msgpack decoder. The outer framing is not signed; only its one
+        # canonical encoding is accepted, so nobody can re-frame a notice and give it a
+        # second digest.
+        outer = codec.bin_array(data, 3, what="envelope", max_bytes=max_bytes)
         header_raw = blob(max_size=MAX_HEADER_BYTES)(outer[0], "envelope.header")
         ciphertext = blob(max_size=max_bytes)(outer[1], "envelope.ciphertext")
         signature = blob(size=SIGNATURE_BYTES)(outer[2], "envelope.signature")
-        if codec.pack([header_raw, ciphertext, signature]) != data:
-            # The outer framing is not signed; only its one canonical encoding is accepted,
-            # so nobody can re-frame a notice and give it a second digest.
-            codec.fail("malformed", "envelope framing is not in canonical msgpack form")
         return cls(Header.decode(header_raw), ciphertext, signature, data)
 
     def verify_outer(self, sender: VerifiedDesk) -> None:

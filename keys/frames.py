@@ -42,9 +42,17 @@ _doc = blob(max_size=MAX_DOC)
 _seq = uint()
 
 
+#: Values a small frame (one flat map; at most a list of recipients) may decode into.
+MAX_FRAME_OBJECTS = 256
+#: A notice status lists up to 32 recipients with up to 1,000 escalations each.
+MAX_STATUS_OBJECTS = 40_000
+
+
 def _decode(data: bytes, spec: dict[str, codec.Check], what: str,
-            max_bytes: int = MAX_FRAME_BYTES) -> dict[str, Any]:
-    return fields(codec.unpack(data, what=what, max_bytes=max_bytes), spec, what)
+            max_bytes: int = MAX_FRAME_BYTES,
+            max_objects: int = MAX_FRAME_OBJECTS) -> dict[str, Any]:
+    return fields(codec.unpack(data, what=what, max_bytes=max_bytes, max_objects=max_objects),
+                  spec, what)
 
 
 def auth_message(origin: str, desk: str, ik_kid: bytes, nonce: bytes, ts: int) -> bytes:
@@ -317,7 +325,8 @@ class NoticeStatus:
                            "recipients": list_of(rec, min_items=1, max_items=32),
                            "policy": lambda v, p: v if v is None or type(v) is dict
                            else codec.fail("bad_type", f"{p} must be a map or nil")},
-                    "notice status", max_bytes=4 * 1024 * 1024)
+                    "notice status", max_bytes=4 * 1024 * 1024,
+                    max_objects=MAX_STATUS_OBJECTS)
         recipients = tuple(
             RecipientStatus(DeskId(r["desk"]), r["signer_cert"], r["receipt"],
                             r["receipt_attestation"], r["ack"], r["ack_attestation"],

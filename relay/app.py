@@ -38,6 +38,7 @@ from relay.auth import Authenticator, DeskSession
 from relay.core import Relay
 from relay.errors import RelayError, StorageUnavailable, status_for
 from relay.limits import Buckets
+from relay.params import whole_number
 
 MSGPACK = "application/msgpack"
 _NOTICE_ID_RE = re.compile(r"[0-9a-f]{32}")
@@ -110,10 +111,21 @@ async def _body(request: web.Request, limit: int) -> bytes:
             "body_too_large",
             f"the body is {request.content_length} bytes; the limit is {limit}",
         )
-    body = await request.read()
-    if len(body) > limit:
-        raise RelayError(413, "body_too_large", f"the body is over {limit} bytes")
-    return body
+    # Read as it arrives and stop at the limit (a chunked body has no Content-Length to
+    # check first), within the body timeout: a trickled body holds neither memory beyond
+    # the route's limit nor its connection for long.
+    timeout = request.app[RELAY].config.limits.body_timeout_s
+    body = bytearray()
+    try:
+        async with asyncio.timeout(timeout):
+            while chunk := await request.content.readany():
+                body += chunk
+                if len(body) > limit:
+                    raise RelayError(413, "body_too_large", f"the body is over {limit} bytes")
+    except TimeoutError:
+        raise RelayError(408, "body_timeout",
+                         f"the request body did not arrive within {timeout:g} s") from None
+    return bytes(body)
 
 
 def _session(request: web.Request) -> DeskSession:
@@ -253,12 +265,7 @@ async def confirm(request: web.Request) -> web.Response:
 
 
 def _int_param(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not re.fullmatch(r"\d{1,18}", raw):
-        raise RelayError(400, "bad_value", f"query parameter {name} must be a whole number")
-    return int(raw)
+    return whole_number(request.query.get(name), name, default)
 
 
 async def inbox(request: web.Request) -> web.Response:
@@ -386,7 +393,17 @@ async def _on_client_message(
 ) -> None:
     ref = 0
     try:
-        msg = decode_client_message(data, relay.config.limits.max_notice_bytes + 1024)
+        # Every message's bytes are charged before it is decoded (a message that fails to
+        # decode still costs the desk its size). A refused one is still answered by its
+        # ref when it has one (decoding is bounded, at most 256 values).
+        max_bytes = relay.config.limits.max_notice_bytes + 1024
+        try:
+            relay.charge_bytes(session, len(data))
+        except RelayError:
+            with contextlib.suppress(HotlineError):
+                ref = decode_client_message(data, max_bytes)["ref"]
+            raise
+        msg = decode_client_message(data, max_bytes)
         ref = msg["ref"]
         if msg["type"] == "credit":
             if credit is None:
@@ -398,7 +415,7 @@ async def _on_client_message(
             answer = relay_message("pong", ref=ref)
         elif msg["type"] == "submit":
             relay.check_session(session)
-            accepted, _new = await relay.submit(session, msg["notice"])
+            accepted, _new = await relay.submit(session, msg["notice"], bytes_charged=True)
             answer = relay_message("accepted", ref=ref, attestation=accepted.attestation,
                                    duplicate=accepted.duplicate)
         else:
@@ -431,18 +448,21 @@ async def _push(
     cursor = after
     while not ws.closed:
         sub.wake.clear()
-        while True:
+        more = True
+        while more:
             limit = PUSH_BATCH if credit is None else credit.allows()
             if limit == 0:
                 break  # the client has not taken what it has; a grant wakes us
-            events = relay.events_after(session.desk, cursor, limit)
-            for event in events:
+            # At most one page budget (max_page_bytes) at a time: a replay of a long
+            # stream of large notices never holds more than that and the one being sent.
+            events, more = relay.events_after(session.desk, cursor, limit)
+            while events:
+                event = events.pop(0)
                 await ws.send_bytes(relay_message("event", event=event))
                 cursor = event.seq
                 if credit is not None:
                     credit.left -= 1
-            if len(events) < limit:
-                break
+                del event
         if sub.closed_reason is not None:
             await ws.close(code=4403, message=sub.closed_reason.encode()[:100])
             return

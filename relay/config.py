@@ -42,6 +42,9 @@ class Limits:
     max_pending_per_desk: int = 100_000
     #: Events returned by one inbox page at most.
     max_inbox_page: int = 500
+    #: Bytes of events one inbox page (or one stream read) holds at most; a page always
+    #: holds at least one event, so a notice larger than this comes on a page of its own.
+    max_page_bytes: int = 4 * 1024 * 1024
     #: Session lifetime, seconds.
     session_ttl_s: int = 900
     #: Challenge lifetime, seconds.
@@ -53,8 +56,11 @@ class Limits:
     #: Behind a proxy: take the client address for per-address limits from the last
     #: X-Forwarded-For entry (the one the proxy added). Only with a proxy that sets it.
     trust_forwarded_for: bool = False
-    #: Seconds a new connection has to send its first request's headers (slowloris).
+    #: Seconds a connection has to send each request's headers, from the request's first
+    #: byte (its first request: from the connection's opening) (slowloris).
     header_timeout_s: float = 10.0
+    #: Seconds a request's whole body has to arrive (a trickled body is cut with 408).
+    body_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +259,11 @@ def load(
         raise UsageError("relay.escalation_log_max_bytes must be at least 4096")
     if limits.max_notice_bytes < 4096:
         raise UsageError("limits.max_notice_bytes must be at least 4096")
+    if limits.max_page_bytes < 64 * 1024:
+        raise UsageError("limits.max_page_bytes must be at least 65536")
+    for name in ("header_timeout_s", "body_timeout_s"):
+        if not getattr(limits, name) > 0:
+            raise UsageError(f"limits.{name} must be more than 0")
     return config
 
 

@@ -260,16 +260,29 @@ class Relay:
         return policies, tuple(specs)
 
     # ----------------------------------------------------------------- notices
-    async def submit(self, session: DeskSession, body: bytes) -> tuple[Accepted, bool]:
-        """Accept a sealed notice. Returns the answer and whether it was newly stored."""
+    def charge_bytes(self, session: DeskSession, size: int) -> None:
+        """Charge ``size`` received bytes to the desk's byte budget (before decoding them)."""
+        self._limit(self._byte_rate, session.desk, self.clock.now_ms(), size,
+                    "bytes per minute")
+
+    async def submit(self, session: DeskSession, body: bytes, *, bytes_charged: bool = False
+                     ) -> tuple[Accepted, bool]:
+        """Accept a sealed notice. Returns the answer and whether it was newly stored.
+
+        The body's bytes are charged to the desk's byte budget before anything is
+        decoded, so a desk sending bodies that fail to decode is limited like any other
+        (``bytes_charged``: the stream charged the message's bytes already). Decoding is
+        bounded (the envelope is read by its shape), so the notice count is charged once
+        the body is known to be a notice of this desk."""
         now = self.clock.now_ms()
+        if not bytes_charged:
+            self._limit(self._byte_rate, session.desk, now, len(body), "bytes per minute")
         env = Envelope.decode(body, max_bytes=self.config.limits.max_notice_bytes)
         h = env.header
         if h.sender != session.desk or not equal(h.sender_kid, session.verified.ik_kid):
             raise RelayError(403, "sender_mismatch",
                              f"the notice is from {h.sender}, but this session is {session.desk}")
         self._limit(self._notice_rate, session.desk, now, 1, "notices per minute")
-        self._limit(self._byte_rate, session.desk, now, len(body), "notice bytes per minute")
         self._limit_pending(session.desk, now, len(h.stanzas))
         check_submission(env, sender=session.verified, now=now)
         for stanza in h.stanzas:
@@ -385,11 +398,11 @@ class Relay:
         if statement_type(body) == "rejection":
             return await self.reject(session, body)
         now = self.clock.now_ms()
+        self._limit(self._confirm_rate, session.desk, now, 1, "confirmations per minute")
         c = Confirmation.decode(body)
         if c.recipient != session.desk:
             raise RelayError(403, "forbidden",
                              f"this {c.kind} is signed as {c.recipient}, not {session.desk}")
-        self._limit(self._confirm_rate, session.desk, now, 1, "confirmations per minute")
         notice = self.facts(c.notice_id)
         if notice is None:
             raise RelayError(404, "not_found", f"no notice {c.notice_id.hex()}")
@@ -467,15 +480,21 @@ class Relay:
 
     # ----------------------------------------------------------------- streams
     def inbox(self, session: DeskSession, after: int, limit: int) -> InboxPage:
+        """A page of the desk's stream: at most ``limit`` events and ``max_page_bytes``
+        (but at least one event: a notice larger than the budget comes on its own)."""
         limit = max(1, min(limit, self.config.limits.max_inbox_page))
-        events = self.store.events_after(session.desk, after, limit + 1)
-        more = len(events) > limit
-        events = events[:limit]
+        events, more = self.store.events_page(session.desk, after, limit,
+                                              self.config.limits.max_page_bytes)
         return InboxPage(tuple(events), events[-1].seq if events else after, more)
 
-    def events_after(self, desk: str, after: int, limit: int = 200) -> list[Event]:
-        recent = self.hub.recent(desk, after, limit)
-        return recent if recent is not None else self.store.events_after(desk, after, limit)
+    def events_after(self, desk: str, after: int, limit: int = 200) -> tuple[list[Event], bool]:
+        """The next events of a desk's stream (from memory when it reaches back), cut
+        like an inbox page, and whether more follow."""
+        max_bytes = self.config.limits.max_page_bytes
+        recent = self.hub.recent_page(desk, after, limit, max_bytes)
+        if recent is not None:
+            return recent
+        return self.store.events_page(desk, after, limit, max_bytes)
 
     # ----------------------------------------------------------------- operators
     def overdue(self, limit: int = 1000) -> list[OverdueRow]:

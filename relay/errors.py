@@ -33,6 +33,7 @@ STATUS_BY_CODE = {
     "already_confirmed": 409,
     "too_large": 413,
     "body_too_large": 413,
+    "body_timeout": 408,
     "encoding_not_allowed": 415,
     "unsupported_media_type": 415,
     "unauthorized": 401,

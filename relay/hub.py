@@ -19,6 +19,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 from keys.frames import Event
+from relay.store.base import cut_by_bytes
 
 #: Recent events kept per desk with an open stream, at most (count and bytes).
 RECENT_EVENTS = 256
@@ -112,6 +113,17 @@ class Hub:
             if recent is None:
                 recent = self._recent[desk] = _Recent(base=event.seq - 1)
             recent.add(event)
+
+    def recent_page(self, desk: str, after: int, limit: int, max_bytes: int
+                    ) -> tuple[list[Event], bool] | None:
+        """As :meth:`recent`, cut by bytes like a store page (at least one event), with
+        whether more kept events follow; None when memory does not reach back."""
+        events = self.recent(desk, after, limit + 1)
+        if events is None:
+            return None
+        _last, count = cut_by_bytes([(e.seq, _size(e) - 64) for e in events[:limit]],
+                                    max_bytes)
+        return events[:count], count < len(events)
 
     def recent(self, desk: str, after: int, limit: int) -> list[Event] | None:
         """The desk's events after ``after`` from memory (at most ``limit``), or None when

@@ -19,6 +19,7 @@ from keys.frames import Challenge, OperatorChallengeRequest, OperatorSessionRequ
 from relay.app_keys import AUTH, RELAY
 from relay.errors import RelayError
 from relay.escalator import OPERATORS, iso, log_record
+from relay.params import whole_number
 from relay.store.base import OverdueRow
 
 
@@ -68,19 +69,14 @@ async def overdue(request: web.Request) -> web.Response:
 
 
 def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "1000")
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
-        raise RelayError(400, "bad_value", "limit must be 1 to 10000")
-    return int(raw)
+    return whole_number(request.query.get("limit"), "limit", 1000, minimum=1, maximum=10_000)
 
 
 async def escalations(request: web.Request) -> web.Response:
     _operator(request)
     relay = request.app[RELAY]
-    since = request.query.get("since", "0")
-    if not re.fullmatch(r"\d{1,18}", since):
-        raise RelayError(400, "bad_value", "since is a time in UTC milliseconds")
-    rows = relay.escalations_since(int(since), _limit(request))
+    since = whole_number(request.query.get("since"), "since (UTC milliseconds)", 0)
+    rows = relay.escalations_since(since, _limit(request))
     return web.json_response({"escalations": [log_record(r, relay.config.relay_id)
                                               for r in rows]})
 

@@ -14,6 +14,29 @@ from typing import Protocol
 from keys.frames import Event
 
 
+def event_size(event: Event) -> int:
+    """What an event weighs against a page's byte budget: its blobs and 64 bytes."""
+    return (len(event.envelope or b"") + len(event.confirmation or b"")
+            + len(event.attestation or b"") + len(event.signer_cert or b"") + EVENT_OVERHEAD)
+
+
+#: Bytes counted for an event besides its blobs (its seq, kind, id and field names).
+EVENT_OVERHEAD = 64
+
+
+def cut_by_bytes(sizes: list[tuple[int, int]], max_bytes: int) -> tuple[int, int]:
+    """Of events given as (seq, blob bytes) in order, the last seq and count of the longest
+    prefix within ``max_bytes`` (each counted with EVENT_OVERHEAD), but at least one: a
+    page always moves on, and an event larger than the budget comes on its own."""
+    total, last, count = 0, 0, 0
+    for seq, size in sizes:
+        size += EVENT_OVERHEAD
+        if count and total + size > max_bytes:
+            break
+        total, last, count = total + size, seq, count + 1
+    return last, count
+
+
 @dataclass(frozen=True, slots=True)
 class DeadlineSpec:
     """One ladder to start when a notice is accepted (frozen policy)."""
@@ -261,6 +284,12 @@ class Store(Protocol):
 
     def events_after(self, desk: str, after: int, limit: int) -> list[Event]:
         """The desk's stream after ``after``, in seq order, at most ``limit`` events."""
+
+    def events_page(self, desk: str, after: int, limit: int, max_bytes: int
+                    ) -> tuple[list[Event], bool]:
+        """The desk's stream after ``after``, in seq order: at most ``limit`` events and
+        :func:`cut_by_bytes` of ``max_bytes`` (always one event when there is one); and
+        whether more events follow the last one."""
 
     def pending_sent(self, desk: str) -> int:
         """How many (notice, recipient) pairs sent by ``desk`` are not yet acknowledged."""

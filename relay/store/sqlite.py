@@ -44,6 +44,7 @@ from relay.store.base import (
     Routing,
     Stamper,
     StoredNotice,
+    cut_by_bytes,
 )
 
 T = TypeVar("T")
@@ -602,6 +603,21 @@ class SqliteStore:
             (desk, after, limit)).fetchall()
         return [_event(row, desk) for row in rows]
 
+    def events_page(self, desk: str, after: int, limit: int, max_bytes: int
+                    ) -> tuple[list[Event], bool]:
+        # Sizes first (SQLite reads a blob's length from its record header, not the blob),
+        # then only the events that fit: a page never loads what it will not send.
+        conn = self._reader()
+        sizes = conn.execute(_EVENT_SIZES + " WHERE e.desk = ? AND e.seq > ? ORDER BY e.seq"
+                             " LIMIT ?", (desk, after, limit + 1)).fetchall()
+        last, count = cut_by_bytes([(seq, size) for seq, size in sizes[:limit]], max_bytes)
+        if not count:
+            return [], False
+        rows = conn.execute(
+            _EVENT_SELECT + " WHERE e.desk = ? AND e.seq > ? AND e.seq <= ? ORDER BY e.seq",
+            (desk, after, last)).fetchall()
+        return [_event(row, desk) for row in rows], count < len(sizes)
+
     def pending_sent(self, desk: str) -> int:
         row = (
             self._reader()
@@ -754,6 +770,21 @@ _EVENT_SQL = (
     " LEFT JOIN deliveries d ON d.notice_id = e.notice_id AND d.recipient = e.recipient"
     " LEFT JOIN escalations x ON x.id = e.escalation_id")
 _EVENT_SELECT = _EVENT_SQL.format(envelope="n.envelope")
+#: An event's seq and the bytes its blobs take (as _event builds it), without reading them.
+_EVENT_SIZES = (
+    "SELECT e.seq, CASE"
+    " WHEN e.kind = 'notice' THEN"
+    "  length(n.envelope) + ifnull(length(n.attestation), 0) + ifnull(length(n.sender_cert), 0)"
+    " WHEN e.kind = 'receipt' THEN ifnull(length(d.receipt), 0)"
+    "  + ifnull(length(d.receipt_attestation), 0) + ifnull(length(d.signer_cert), 0)"
+    " WHEN e.kind = 'ack' THEN ifnull(length(d.ack), 0)"
+    "  + ifnull(length(d.ack_attestation), 0) + ifnull(length(d.signer_cert), 0)"
+    " WHEN e.kind = 'escalation' AND x.recipient = e.desk THEN ifnull(length(x.statement), 0)"
+    "  + length(n.envelope) + ifnull(length(n.sender_cert), 0)"
+    " ELSE ifnull(length(x.statement), 0) END"
+    " FROM events e JOIN notices n ON n.notice_id = e.notice_id"
+    " LEFT JOIN deliveries d ON d.notice_id = e.notice_id AND d.recipient = e.recipient"
+    " LEFT JOIN escalations x ON x.id = e.escalation_id")
 #: Committed events are handed over with notices up to this size; a larger notice's event
 #: is handed over as ``None`` (its streams read it from the store).
 HANDED_OVER_NOTICE_BYTES = 64 * 1024

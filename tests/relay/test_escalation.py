@@ -101,7 +101,7 @@ def kinds(events: list[Event]) -> list[str]:
 
 
 def stream(r: InProcessRelay, desk: str, notice_id: bytes | None = None) -> list[Event]:
-    events = r.relay.events_after(desk, 0, 10_000)
+    events = r.relay.store.events_after(desk, 0, 10_000)
     return [e for e in events if notice_id is None or e.notice_id == notice_id]
 
 

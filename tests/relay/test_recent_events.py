@@ -112,9 +112,9 @@ async def test_streams_from_memory_match_the_store(relay: InProcessRelay) -> Non
             stored = relay.store.events_after(desk, 0, 10_000)
             cursors = [0] + [e.seq for e in stored] + [e.seq - 1 for e in stored]
             for cursor in rng.sample(cursors, min(12, len(cursors))):
-                want = [e for e in stored if e.seq > cursor][:200]
-                got = core.events_after(desk, cursor)
-                assert got == want, (desk, cursor)
+                after = [e for e in stored if e.seq > cursor]
+                got, more = core.events_after(desk, cursor)
+                assert (got, more) == (after[:200], len(after) > 200), (desk, cursor)
                 reads += 1
                 if core.hub.recent(desk, cursor, 200) is not None:
                     from_memory += 1
@@ -154,3 +154,40 @@ async def test_streams_from_memory_match_the_store(relay: InProcessRelay) -> Non
     assert reads > 1000 and from_memory > 200, (reads, from_memory)
     for sub in subs.values():
         sub.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
+def test_memory_pages_are_cut_by_bytes_like_store_pages() -> None:
+    """A read from memory stops before the page byte budget (at least one event), and says
+    whether more kept events follow, exactly as the store's pages do."""
+    hub = Hub()
+    with hub.subscribe(US):
+        big = [Event(seq, "notice", bytes(16), envelope=b"x" * 40_000, attestation=b"a",
+                     signer_cert=b"c") for seq in (1, 2, 3)]
+        hub.committed([(US, e) for e in big])
+        page = hub.recent_page(US, 0, 10, 100_000)
+        assert page is not None
+        assert ([e.seq for e in page[0]], page[1]) == ([1, 2], True)
+        page = hub.recent_page(US, 0, 10, 1_000)  # smaller than one event: it comes alone
+        assert page is not None
+        assert ([e.seq for e in page[0]], page[1]) == ([1], True)
+        page = hub.recent_page(US, 2, 10, 100_000)
+        assert page is not None
+        assert ([e.seq for e in page[0]], page[1]) == ([3], False)
+
+
+async def test_store_pages_are_cut_by_bytes_and_never_stall(relay: InProcessRelay) -> None:
+    """An inbox of notices larger than the page budget is read one notice per page, each
+    page's cursor moving on; a budget of several notices takes several at once."""
+    envs = [await relay.send(US, CN, attachments=(
+        Attachment("a.bin", "application/octet-stream", b"\x01" * 30_000),)) for _ in range(3)]
+    store = relay.relay.store
+    cursor, pages = 0, []
+    while True:
+        events, more = store.events_page(CN, cursor, 500, 10_000)
+        pages.append([e.notice_id for e in events])
+        cursor = events[-1].seq
+        if not more:
+            break
+    assert pages == [[e.notice_id] for e in envs]
+    events, more = store.events_page(CN, 0, 500, 1 << 20)
+    assert [e.notice_id for e in events] == [e.notice_id for e in envs] and not more
