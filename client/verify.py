@@ -337,6 +337,8 @@ class Step:
     kind: str | None = None
     #: For a rejection: its reason code (keys.receipts.REJECTION_REASONS).
     reason: str | None = None
+    #: For an acknowledgement: signed as made by the recipient's client, not a person.
+    automatic: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,7 +443,8 @@ def _confirmation_step(
             message = v.confirmation.open_message(me)
         except HotlineError as exc:
             return Step(v.confirmation.at, v.attestation.at, False, _problem(exc))
-    return Step(v.confirmation.at, v.attestation.at, True, None, message=message)
+    return Step(v.confirmation.at, v.attestation.at, True, None, message=message,
+                automatic=v.confirmation.automatic)
 
 
 def _rejection_step(r: RecipientStatus, *, status: NoticeStatus, trust: TrustStore,

@@ -10,7 +10,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from client.cli import authority_cmd, desk_cmd, keys_cmd, ops_cmd, relay_cmd
+from client.cli import (
+    authority_cmd,
+    cap_cmd,
+    desk_cmd,
+    drill_cmd,
+    keys_cmd,
+    ops_cmd,
+    relay_cmd,
+)
 from client.cli.safe_text import line
 from keys.errors import HotlineError, UsageError
 
@@ -32,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     authority_cmd.register(groups)
     relay_cmd.register(groups)
     ops_cmd.register(groups)
+    drill_cmd.register(groups)
+    cap_cmd.register(groups)
     demo = groups.add_parser("demo", help="run a whole federation on this machine and show it")
     demo.set_defaults(run=_run_demo)
     return parser
