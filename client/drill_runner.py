@@ -272,12 +272,17 @@ class LinkTester:
             if e.kind == "link_down":
                 self.m_down.labels(e.peer).inc()
             self.m_up.labels(e.peer).set(0 if e.kind == "link_down" else 1)
-        heartbeat = self._watch.check(self._now())
-        for e in heartbeat:
-            _announce(self.client, e, "recipient")
+        heartbeat = await self._watch_check()
         if self.metrics_file:
             write_to_textfile(self.metrics_file, self.registry)
         return events + heartbeat
+
+    async def _watch_check(self) -> list[LinkEvent]:
+        """The recipient side: counterparts whose next link test is overdue."""
+        events = self._watch.check(self._now())
+        for e in events:
+            _announce(self.client, e, "recipient")
+        return events
 
     def next_wake(self) -> int:
         """When :meth:`tick` has something to do next (a send, or a window closing)."""
