@@ -403,7 +403,8 @@ async def observations(client: HotlineClient, *, since: int,
                 a.attested_at if a is not None and a.verified else None,
                 bool(a is not None and a.verified and a.automatic),
                 replies.get((nid, r.desk)),
-                any(e.verified and e.kind == "escalated" for e in r.escalations),
+                any(e.verified and e.kind == "escalated" and e.track == "ack"
+                    for e in r.escalations),
                 window))
     return out
 

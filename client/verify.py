@@ -339,6 +339,8 @@ class Step:
     reason: str | None = None
     #: For an acknowledgement: signed as made by the recipient's client, not a person.
     automatic: bool = False
+    #: For escalations: "ack" or "response" (None from a bare attestation).
+    track: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -500,7 +502,8 @@ def status_view(
                                     digest=status.digest)
                 if e.recipient != r.desk:
                     raise BadSignature(f"an escalation listed for {r.desk} concerns {e.recipient}")
-                escalations.append(Step(None, e.at, True, level=e.level, kind=e.kind))
+                escalations.append(Step(None, e.at, True, level=e.level, kind=e.kind,
+                                        track=e.track))
             except Exception as exc:  # flagged
                 escalations.append(Step(None, None, False, _problem(exc)))
         recipients.append(

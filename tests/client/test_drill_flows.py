@@ -157,3 +157,146 @@ async def test_unanswered_link_test_is_not_restored_by_its_late_receipt(
     await cn.fetch()  # the receipt comes, after the window
     relay.clock.advance(MINUTE)
     assert await tester.tick() == [], "a late receipt restored the link"
+
+
+PLAN = b"""
+[drill]
+name = "convex-sept"
+seed = 4242
+start = 2026-09-21
+days = 5
+severity = "high"
+announced = false
+per_desk = 2
+question = "Which platforms did you contact?"
+
+[window]
+days = "weekdays"
+start = "09:00"
+end = "17:00"
+
+[[participant]]
+desk = "cn.cac"
+timezone = "Asia/Shanghai"
+
+[[participant]]
+desk = "cn.mss"
+timezone = "Europe/Berlin"
+"""
+
+
+class Script:
+    """Time moves only through ``sleep``: it runs each scripted recipient action at its
+    time (the escalator ticking at each step), so that a recipient acts while the drill
+    runs."""
+
+    def __init__(self, relay: InProcessRelay) -> None:
+        self.relay = relay
+        self.actions: list[tuple[int, int, Callable[[], object]]] = []
+        self.rows: list[object] = []
+
+    def at(self, when: int, action: Callable[[], object]) -> None:
+        self.actions.append((when, len(self.actions), action))
+        self.actions.sort(key=lambda a: (a[0], a[1]))
+
+    async def sleep(self, seconds: float) -> None:
+        target = self.relay.clock.now_ms() + int(seconds * 1000)
+        while self.actions and self.actions[0][0] <= target:
+            when, _, action = self.actions.pop(0)
+            self.relay.clock.set(max(when, self.relay.clock.now_ms()))
+            self.rows += await self.relay.tick()
+            result = action()
+            if hasattr(result, "__await__"):
+                await result  # type: ignore[misc]
+        self.relay.clock.set(max(target, self.relay.clock.now_ms()))
+        self.rows += await self.relay.tick()
+
+
+async def test_exercise_plan_on_the_real_path_and_the_scorecard_both_sides_compute(
+        relay: InProcessRelay, desks: Desks) -> None:
+    from client.drills import Spread, schedule
+    from tests.factory import report
+
+    us, _ = desks(US)
+    cn, _ = desks(CN)
+    mss, _ = desks(MSS)
+    plan = DrillPlan.from_toml(PLAN)
+    slots = schedule(plan)
+    script = Script(relay)
+    by_nid = {s.notice_id(plan): s for s in slots}
+    reply_of: dict[bytes, bytes] = {}
+
+    async def reply(nid: bytes) -> None:
+        sent = await cn.reply(nid, report(title="Answer: platforms A and B", category="other"))
+        reply_of[nid] = sent.notice_id
+
+    # What each recipient does, in minutes after its exercise is sent.
+    def react(slot: object, nid: bytes) -> None:
+        t = relay.clock.now_ms()
+        if slot.desk == CN:  # type: ignore[attr-defined]
+            script.at(t + 2 * MINUTE, cn.fetch)
+            script.at(t + 10 * MINUTE, lambda: cn.ack(nid, message="seen"))
+            if slot.index == 0:  # type: ignore[attr-defined]
+                script.at(t + 30 * MINUTE, lambda: reply(nid))
+        elif slot.index == 0:  # type: ignore[attr-defined]
+            script.at(t + 1 * MINUTE, mss.fetch)  # received, never acknowledged: missed
+        else:
+            script.at(t + 5 * MINUTE, mss.fetch)
+            script.at(t + 90 * MINUTE, lambda: mss.ack(nid))  # after the 1 h deadline: late
+
+    sent = await run_plan(us, plan, sleep=script.sleep, on_sent=react)
+    await script.sleep(3 * HOUR)
+    assert sorted(sent) == sorted(by_nid)
+    accepted = {o.notice_id: o.accepted_at for o in us.state.outbox_list()}
+    # Each exercise was sent at its scheduled time (the clock only moves by sleep).
+    assert all(accepted[nid] == by_nid[nid].at for nid in sent)
+
+    # The schedule is recorded before the first send, with its seed and plan digest.
+    recorded = json.loads((us.home.path / "drills" / "convex-sept.schedule.json").read_text())
+    assert recorded["seed"] == "4242" and recorded["plan_sha256"] == plan.digest
+    assert [(x["desk"], x["at"], x["notice_id"]) for x in recorded["slots"]] == [
+        (s.desk, s.at, s.notice_id(plan).hex()) for s in slots]
+
+    # Labelled in the notice itself, with the question; escalated on the ladder as an
+    # exercise, never to real_only routes.
+    for n in cn.inbox(include_acked=True):
+        assert n.status == "exercise" and n.report.title.startswith("[EXERCISE] ")
+        assert n.report.question == "Which platforms did you contact?"
+    ex_rows = [x for x in script.rows if x.status == "exercise"]  # type: ignore[attr-defined]
+    # The ack ladders that ran: cn.mss's (missed and late); cn.cac acknowledged in time.
+    assert {x.recipient for x in ex_rows  # type: ignore[attr-defined]
+            if x.track == "ack" and x.notice_id in by_nid} == {MSS}  # type: ignore[attr-defined]
+    for x in ex_rows:
+        assert x.track in ("ack", "response")  # type: ignore[attr-defined]
+        assert MSS not in x.contacts and x.webhooks == ("audit",)  # type: ignore[attr-defined]
+    lines = [json.loads(x) for x in (relay.home / "escalations.log").read_text().splitlines()] \
+        if (relay.home / "escalations.log").exists() else []
+    assert all(x["exercise"] for x in lines if x["status"] == "exercise")
+
+    # The scorecard, by hand from what the recipients did (relay-signed times).
+    await us.fetch()
+    mss_ids = sorted((s for s in slots if s.desk == MSS), key=lambda s: s.index)
+    expected = {
+        CN: dict(exercises=2, deliver=Spread(2, 2 * MINUTE, 2 * MINUTE, 2 * MINUTE),
+                 acknowledge=Spread(2, 10 * MINUTE, 10 * MINUTE, 10 * MINUTE),
+                 respond=Spread(1, 30 * MINUTE, 30 * MINUTE, 30 * MINUTE),
+                 in_time=2, late=0, missed=0),
+        MSS: dict(exercises=2, deliver=Spread(2, 1 * MINUTE, 5 * MINUTE, 5 * MINUTE),
+                  acknowledge=Spread(1, 90 * MINUTE, 90 * MINUTE, 90 * MINUTE),
+                  respond=Spread(0, None, None, None), in_time=0, late=1, missed=1),
+    }
+    assert len(mss_ids) == 2
+    since = NOW - 24 * HOUR
+    scores = {s.desk: s for s in scorecard(await observations(us, since=since))}
+    for desk, figures in expected.items():
+        got = scores[desk]
+        assert {k: getattr(got, k) for k in figures} == figures, desk
+    # cn.cac computes the same figures for itself from the same statements.
+    (own,) = scorecard(await observations(cn, since=since, desk=CN))
+    assert own == scores[CN]
+
+
+def test_observation_type_is_what_scorecards_read() -> None:
+    o = Observation(b"\1" * 16, US, CN, "exercise", "high", 0, 1, 2)
+    assert scorecard([o])[0].exercises == 1
+    assert dt.date(2026, 9, 21).weekday() == 0
