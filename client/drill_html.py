@@ -62,7 +62,7 @@ def _charts(observations: Sequence[Observation]) -> tuple[str, str]:
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 3.2))
     if desks:
-        ax.boxplot([[p[1] for p in acks[d]] for d in desks], vert=False)
+        ax.boxplot([[p[1] for p in acks[d]] for d in desks], orientation="horizontal")
         ax.set_yticks(range(1, len(desks) + 1), desks)
     ax.set_xlabel("minutes to acknowledge")
     ax.set_title("Distribution per desk")
