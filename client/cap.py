@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
-import xml.etree.ElementTree as ET  # noqa: S405 - we only write XML here, never parse it
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 

@@ -97,7 +97,8 @@ def render_html(scores: Sequence[DeskScore], observations: Sequence[Observation]
 
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta http-equiv="Content-Security-Policy"
+ content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
 <title>Hotline readiness drills: {e(desk)}</title>
 <style>
 body {{ font-family: sans-serif; margin: 2em; color: #222; }}

@@ -67,7 +67,7 @@ def format_duration(ms: float | None) -> str:
     """A short human form: 850ms, 42s, 3m05s, 2h10m, 3d4h; "-" for None."""
     if ms is None:
         return "-"
-    ms = int(round(ms))
+    ms = round(ms)
     if ms < SECOND:
         return f"{ms}ms"
     s = ms // SECOND
