@@ -381,10 +381,11 @@ async def observations(client: HotlineClient, *, since: int,
     signature verified; an item that did not verify counts as absent."""
     out: list[Observation] = []
     replies = _replies(client)
+    # A reply to a drill notice is that notice's response, not a drill of its own.
     nids = [(r.notice_id, r.created_at) for r in client.state.outbox_list()
-            if r.status in ("exercise", "test")]
+            if r.status in ("exercise", "test") and not _is_reply(r.envelope)]
     nids += [(r.notice_id, r.created_at) for r in client.state.received_list()
-             if r.status in ("exercise", "test")]
+             if r.status in ("exercise", "test") and not _is_reply(r.envelope)]
     for nid, created in nids:
         if created < since:
             continue
@@ -407,6 +408,10 @@ async def observations(client: HotlineClient, *, since: int,
                     for e in r.escalations),
                 window))
     return out
+
+
+def _is_reply(envelope: bytes) -> bool:
+    return Envelope.decode(envelope).header.in_reply_to is not None
 
 
 def _replies(client: HotlineClient) -> dict[tuple[bytes, str], int]:

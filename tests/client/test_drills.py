@@ -188,3 +188,22 @@ def test_scorecard_by_month() -> None:
             obs("cn.cac", "exercise", feb, feb + 7, feb + 11)]
     assert [(s.period, s.exercises) for s in scorecard(rows, by_month=True)] == [
         ("2026-01", 1), ("2026-02", 1)]
+
+
+def test_cli_dry_run_prints_the_seeded_schedule(
+        tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    from pathlib import Path
+
+    from client.cli.main import main
+
+    plan_file = Path(str(tmp_path)) / "plan.toml"
+    plan_file.write_bytes(plan_toml())
+    assert main(["drill", "run", str(plan_file), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    plan = DrillPlan.from_toml(plan_toml())
+    assert out[0].startswith(f"drill t: seed 7, plan sha256 {plan.digest}")
+    assert [line.split()[-1] for line in out[1:]] == [
+        s.notice_id(plan).hex() for s in schedule(plan)]
+    plan_file.write_bytes(plan_toml(window='days = "weekdays"\nstart = "9"\nend = "17:00"'))
+    assert main(["drill", "run", str(plan_file), "--dry-run"]) == 2
+    assert "[window].start must be a time like" in capsys.readouterr().err
