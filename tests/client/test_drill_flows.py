@@ -135,7 +135,8 @@ async def test_link_tests_answered_automatically_link_down_and_restored_once(
 
     # Nobody paged as real: a link test nobody ever answers escalates (low: 72 h) only to
     # the routes that take tests, never to real_only ones.
-    await LinkTester(us, (MSS,), every_ms=HOUR, window_ms=5 * MINUTE).tick()
+    cn_conn.down = True
+    await LinkTester(us, (CN,), every_ms=HOUR, window_ms=5 * MINUTE).tick()
     rows = await relay.advance(73 * HOUR)
     test_rows = [x for x in rows if x.status == "test"]
     assert test_rows, "the unanswered link test did not escalate at all"

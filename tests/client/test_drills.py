@@ -126,6 +126,8 @@ def test_plan_not_toml() -> None:
      []),  # already down: not raised again
     ([("sent", 1, 0), ("check", 0, 300_001), ("receipt", 1, 310_000), ("check", 0, 320_000)],
      []),  # a late receipt does not restore
+    ([("sent", 1, 0), ("receipt", 1, 310_000), ("check", 0, 320_000)],
+     [("link_down", 300_000)]),  # a receipt after the window, seen before any check
     ([("sent", 1, 0), ("check", 0, 300_001), ("sent", 2, 600_000), ("receipt", 2, 601_000),
       ("check", 0, 602_000)], [("link_restored", 601_000)]),
 ])
