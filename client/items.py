@@ -82,6 +82,8 @@ class ConfirmationEvent:
     seq: int
     #: An ack's message, decrypted (only we, the sender, can read it).
     message: str | None = None
+    #: The recipient's client acknowledged by itself (a link test), signed as such.
+    automatic: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -337,6 +337,10 @@ class Step:
     kind: str | None = None
     #: For a rejection: its reason code (keys.receipts.REJECTION_REASONS).
     reason: str | None = None
+    #: For an acknowledgement: signed as made by the recipient's client, not a person.
+    automatic: bool = False
+    #: For escalations: "ack" or "response" (None from a bare attestation).
+    track: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,7 +445,8 @@ def _confirmation_step(
             message = v.confirmation.open_message(me)
         except HotlineError as exc:
             return Step(v.confirmation.at, v.attestation.at, False, _problem(exc))
-    return Step(v.confirmation.at, v.attestation.at, True, None, message=message)
+    return Step(v.confirmation.at, v.attestation.at, True, None, message=message,
+                automatic=v.confirmation.automatic)
 
 
 def _rejection_step(r: RecipientStatus, *, status: NoticeStatus, trust: TrustStore,
@@ -497,7 +502,8 @@ def status_view(
                                     digest=status.digest)
                 if e.recipient != r.desk:
                     raise BadSignature(f"an escalation listed for {r.desk} concerns {e.recipient}")
-                escalations.append(Step(None, e.at, True, level=e.level, kind=e.kind))
+                escalations.append(Step(None, e.at, True, level=e.level, kind=e.kind,
+                                        track=e.track))
             except Exception as exc:  # flagged
                 escalations.append(Step(None, None, False, _problem(exc)))
         recipients.append(

@@ -75,6 +75,9 @@ class Confirmation:
     at: int
     message: dict[str, bytes] | None
     signed: SignedBytes
+    #: An acknowledgement made by the recipient's client itself (a link test's answer),
+    #: not by a person: the sender sees it, signed, and never counts it as a person's.
+    automatic: bool = False
 
     @classmethod
     def create(
@@ -89,9 +92,12 @@ class Confirmation:
         message: str | None = None,
         sender_keys: VerifiedDesk | None = None,
         random: Random = system_random,
+        automatic: bool = False,
     ) -> Confirmation:
         if kind not in CONFIRMATION_KINDS:
             raise ValueError(f"confirmation kind must be one of {', '.join(CONFIRMATION_KINDS)}")
+        if automatic and kind != "ack":
+            raise ValueError("only an acknowledgement is marked automatic")
         sealed: dict[str, bytes] | None = None
         if message is not None:
             if kind != "ack":
@@ -116,6 +122,9 @@ class Confirmation:
             "at": at,
             "message": sealed,
         }
+        if automatic:
+            # Present only when true: an ack without it is byte-identical to before.
+            body["automatic"] = True
         return cls(
             kind,
             notice_id,
@@ -126,11 +135,22 @@ class Confirmation:
             at,
             sealed,
             make(me.identity, _DOMAINS[kind], body),
+            automatic,
         )
 
     @classmethod
     def decode(cls, data: bytes) -> Confirmation:
         signed, value = split(data, what="confirmation", max_bytes=MAX_STATEMENT_BYTES)
+        automatic = False
+        if isinstance(value, dict) and "automatic" in value:
+            # The one optional field: when present it is `true` (absent means false, so
+            # each ack has one encoding), and only on an acknowledgement.
+            if value["automatic"] is not True:
+                codec.fail("bad_value", "confirmation.automatic is present only as true")
+            if value.get("type") != "ack":
+                codec.fail("bad_value", "only an acknowledgement is marked automatic")
+            value = {k: v for k, v in value.items() if k != "automatic"}
+            automatic = True
         f = fields(
             value,
             {
@@ -162,6 +182,7 @@ class Confirmation:
             f["at"],
             f["message"],
             signed,
+            automatic,
         )
 
     def encode(self) -> bytes:

@@ -34,6 +34,7 @@ MAX_TITLE = 200
 MAX_SUMMARY = 4000
 MAX_BODY = 200_000
 MAX_LIST = 32
+MAX_QUESTION = 1000
 MAX_ATTACHMENTS = 32
 #: Default cap on a sealed notice; the relay's request limit follows this setting.
 DEFAULT_MAX_NOTICE_BYTES = 8 * 1024 * 1024
@@ -85,8 +86,17 @@ class IncidentReport:
     references: tuple[Reference, ...] = ()
     translations: tuple[Translation, ...] = ()
     attachments: tuple[Attachment, ...] = field(default=(), repr=False)
+    #: A question the recipient is asked to answer in a reply notice (an exercise's
+    #: response step); empty: none. On the wire only when not empty.
+    question: str = ""
 
     def to_wire(self) -> dict[str, Any]:
+        wire = self._wire()
+        if self.question:
+            wire["question"] = self.question
+        return wire
+
+    def _wire(self) -> dict[str, Any]:
         return {
             "title": self.title,
             "summary": self.summary,
@@ -167,6 +177,11 @@ _SPEC: dict[str, codec.Check] = {
 
 
 def from_wire(value: Any) -> IncidentReport:
+    question = ""
+    if isinstance(value, dict) and "question" in value:
+        # The one optional field: present only when not empty (one encoding per report).
+        question = text(MAX_QUESTION, min_chars=1)(value["question"], "report.question")
+        value = {k: v for k, v in value.items() if k != "question"}
     f = fields(value, _SPEC, "report")
     return IncidentReport(
         title=f["title"],
@@ -183,4 +198,5 @@ def from_wire(value: Any) -> IncidentReport:
         references=tuple(Reference(**r) for r in f["references"]),
         translations=tuple(Translation(**t) for t in f["translations"]),
         attachments=tuple(Attachment(**a) for a in f["attachments"]),
+        question=question,
     )

@@ -432,6 +432,13 @@ class Relay:
         if c.kind == "ack":
             self.metrics.time_to_ack.labels(notice.severity, notice.status).observe(
                 latency / 1000)
+        if notice.status != "actual":
+            step = ("deliver" if c.kind == "receipt"
+                    else "auto_acknowledge" if c.automatic else "acknowledge")
+            self.metrics.drill_time.labels(session.desk, notice.status, step).observe(
+                latency / 1000)
+            if c.kind == "ack" and not outcome.in_time:
+                self.metrics.drill_late.labels(session.desk, notice.status).inc()
         if outcome.resolved is not None:
             self.log.info("escalation.time_to_acknowledge", notice_id=c.notice_id.hex(),
                           recipient=session.desk, time_to_ack_ms=latency)

@@ -87,6 +87,17 @@ class Metrics:
         self.lateness = Histogram("hotline_escalation_lateness_seconds",
                                   "how long after its scheduled time an escalation fired",
                                   buckets=LATENESS_BUCKETS, registry=r)
+        # The relay's view of the drill scorecards: exercise and test notices only, per
+        # recipient desk (bounded by the federation's desks). step: deliver (receipt),
+        # acknowledge (a person's ack), auto_acknowledge (a link test's automatic ack).
+        self.drill_time = Histogram("hotline_drill_time_seconds",
+                                    "drill notices: from acceptance to the recipient's "
+                                    "receipt or acknowledgement",
+                                    ["recipient", "status", "step"], buckets=ACK_BUCKETS,
+                                    registry=r)
+        self.drill_late = Counter("hotline_drill_late_acknowledgements",
+                                  "drill notices acknowledged after their ack deadline",
+                                  ["recipient", "status"], registry=r)
         self.streams = Gauge("hotline_open_streams", "open desk WebSocket streams", registry=r)
         self.scheduler_heartbeat = Gauge("hotline_scheduler_last_pass_timestamp_seconds",
                                          "when the escalator last completed a pass", registry=r)

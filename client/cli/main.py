@@ -10,7 +10,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from client.cli import authority_cmd, desk_cmd, keys_cmd, ops_cmd, relay_cmd, witness_cmd
+from client.cli import (
+    authority_cmd,
+    cap_cmd,
+    desk_cmd,
+    drill_cmd,
+    keys_cmd,
+    ops_cmd,
+    relay_cmd,
+    witness_cmd,
+)
 from client.cli.safe_text import line
 from keys.errors import HotlineError, UsageError
 
@@ -33,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     relay_cmd.register(groups)
     witness_cmd.register(groups)
     ops_cmd.register(groups)
+    drill_cmd.register(groups)
+    cap_cmd.register(groups)
     demo = groups.add_parser("demo", help="run a whole federation on this machine and show it")
     demo.set_defaults(run=_run_demo)
     return parser

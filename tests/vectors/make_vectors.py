@@ -549,6 +549,22 @@ def build_vectors() -> dict[str, Any]:
         "random": ack_random.describe(),
     }
 
+    # An automatic acknowledgement (a link test's answer by the recipient's client): the
+    # same body plus "automatic": true as its last key; no message.
+    auto_ack = Confirmation.create(
+        "ack",
+        notice_id=NOTICE1_ID,
+        digest=n1_digest,
+        sender=DeskId("us.caisi"),
+        me=secrets["cn.cac"],
+        at=TIMES["ack_at"],
+        automatic=True,
+    )
+    # A report with the optional question (an exercise's response step): the report map
+    # plus "question" as its last key.
+    question_report = dataclasses.replace(report_1(),
+                                          question="Which platforms did you contact?")
+
     # --- the relay
     relay_sk = ed25519(f"relay/{RELAY_ID}")
     relay_pk = bytes(relay_sk.verify_key)
@@ -782,6 +798,11 @@ def build_vectors() -> dict[str, Any]:
         "notices": notices,
         "receipt": signed_doc(receipt.signed, receipt.encode()),
         "ack": ack_doc,
+        "ack_automatic": signed_doc(auto_ack.signed, auto_ack.encode()),
+        "report_with_question": {
+            "report": report_json(question_report),
+            "msgpack": codec.pack(question_report.to_wire()).hex(),
+        },
         "rejection": signed_doc(rejection.signed, rejection.encode()),
         "relay_card": signed_doc(relay_card.signed, relay_card.encode()),
         "attestations": {

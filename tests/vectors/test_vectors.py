@@ -1227,3 +1227,27 @@ def test_protocol_md_documents_every_error_status() -> None:
         assert re.search(rf"\| `{code}` \| {status} \|", text), (
             f"{code} -> {status} is not in the status table of PROTOCOL.md"
         )
+
+
+def test_automatic_ack_vector() -> None:
+    n1 = NOTICES["notice1"]
+    doc = V["ack_automatic"]
+    ack = Confirmation.decode(h(doc["encoded"]))
+    assert ack.kind == "ack" and ack.automatic and ack.message is None
+    ack.verify(verified("cn.cac"), notice_id=h(n1["inputs"]["notice_id"]),
+               digest=h(n1["digest"]), sender=DeskId("us.caisi"), recipient=DeskId("cn.cac"))
+    body = raw_unpack(h(doc["body"]))
+    assert list(body)[-1] == "automatic" and body["automatic"] is True
+    # A plain ack has no such key (its bytes are as before this field existed).
+    assert "automatic" not in raw_unpack(h(V["ack"]["body"]))
+    assert h(doc["body"]).endswith(b"\xa9automatic\xc3")
+
+
+def test_report_with_question_vector() -> None:
+    doc = V["report_with_question"]
+    raw = h(doc["msgpack"])
+    decoded = raw_unpack(raw)
+    assert list(decoded)[-1] == "question"
+    got = report_from_wire(decoded)
+    assert got.question == "Which platforms did you contact?"
+    assert msgpack.packb(got.to_wire(), use_bin_type=True) == raw
