@@ -25,10 +25,12 @@ from keys.frames import (
     Challenge,
     ChallengeRequest,
     ErrorFrame,
+    RevocationList,
     Session,
     SessionRequest,
     decode_client_message,
     relay_message,
+    revocation_message,
 )
 from relay import ops_api
 from relay.app_keys import AUTH, AUTH_RATE, RELAY
@@ -261,9 +263,16 @@ async def inbox(request: web.Request) -> web.Response:
 async def revocation(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
     _auth_limit(request)
-    rev = await relay.add_revocation(await _body(request, relay.config.limits.max_small_body_bytes))
+    rev, _new = await relay.add_revocation(
+        await _body(request, relay.config.limits.max_small_body_bytes))
     killed = request.app[AUTH].revoke_sessions(rev.desk, rev.ik_kid)
     return web.json_response({"revoked": rev.desk, "sessions_closed": killed})
+
+
+async def revocations(request: web.Request) -> web.Response:
+    """Every revocation the relay enforces: public, signed by the authorities, so no
+    session is needed (a desk whose key was revoked can still learn why)."""
+    return _msgpack(RevocationList(tuple(request.app[RELAY].revocations())).encode())
 
 
 #: Client messages of one stream handled at the same time; the next is read when one ends.
@@ -275,6 +284,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     relay = request.app[RELAY]
     limits = relay.config.limits
     after = _int_param(request, "after", 0)
+    with_revocations = _int_param(request, "revocations", 0) == 1
     if relay.hub.count(session.desk) >= limits.max_streams_per_desk:
         raise RelayError(
             429,
@@ -301,7 +311,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         in_flight -= size
 
     with relay.hub.subscribe(session.desk, session.verified.ik_kid) as sub:
-        sender = asyncio.create_task(_push(ws, relay, session, sub, after))
+        sender = asyncio.create_task(_push(ws, relay, session, sub, after, with_revocations))
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.BINARY:
@@ -374,11 +384,20 @@ async def _on_client_message(
 
 
 async def _push(
-    ws: web.WebSocketResponse, relay: Relay, session: DeskSession, sub: Any, after: int
+    ws: web.WebSocketResponse, relay: Relay, session: DeskSession, sub: Any, after: int,
+    with_revocations: bool = False,
 ) -> None:
     cursor = after
+    #: Revocations sent so far (the relay's list only grows, in order).
+    sent_revocations = 0
     while not ws.closed:
         sub.wake.clear()
+        if with_revocations and relay.trust.revocation_count > sent_revocations:
+            # Before any event: a client applies a revocation to what follows it.
+            known = relay.revocations()
+            for body in known[sent_revocations:]:
+                await ws.send_bytes(revocation_message(body))
+            sent_revocations = len(known)
         while True:
             events = relay.events_after(session.desk, cursor)
             for event in events:
@@ -437,6 +456,7 @@ def make_app(relay: Relay, auth: Authenticator) -> web.Application:
     app.router.add_get("/v1/inbox", inbox)
     app.router.add_get("/v1/stream", stream)
     app.router.add_post("/v1/revocations", revocation)
+    app.router.add_get("/v1/revocations", revocations)
     app.router.add_post("/v1/ops/challenge", ops_challenge)
     app.router.add_post("/v1/ops/session", ops_login)
     app.router.add_get("/v1/ops/overdue", ops_api.overdue)

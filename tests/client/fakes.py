@@ -32,6 +32,8 @@ class FakeRelay:
     streams: dict[str, list[Event]] = field(default_factory=lambda: defaultdict(list))
     confirmations: dict[tuple[bytes, str, str], tuple[bytes, bytes]] = field(default_factory=dict)
     seq: int = 0
+    #: What ``GET /v1/revocations`` serves (encoded revocations, unverified).
+    revocations: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.card = RelayCard.create(self.relay_id, self.key, NOW)
@@ -122,6 +124,13 @@ class FakeConnection:
 
     async def get_card(self, desk: str) -> bytes | None:
         return self.relay.cards.get(desk)
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    async def revocations(self) -> list[bytes]:
+        return list(self.relay.revocations)
 
     async def post_notice(self, raw: bytes) -> Accepted:
         self.posted.append(raw)
