@@ -242,7 +242,7 @@ async def test_relay_applies_a_revocation_file_added_while_running(
     if how == "sighup":
         assert relay.proc is not None
         os.kill(relay.proc.pid, signal.SIGHUP)
-    msg = await ws.receive(timeout=30)
+    msg = await asyncio.wait_for(ws.receive(), 30)
     assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 4403)
     r = await nsc.get("/v1/inbox")
     assert r.status == 401
