@@ -10,6 +10,7 @@ folder takes what ``hotline authority revoke`` writes and is applied while it ru
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -250,3 +251,39 @@ async def test_relay_applies_a_revocation_file_added_while_running(
     await until(lambda: bool(relay.events("revocation.file_refused")), "the log line")
     assert relay.events("revocation.file_refused")[0]["file"].endswith("bad.rev")
     await ws.close()
+
+
+async def test_revocations_post_names_a_forged_file_and_list_shows_what_a_home_keeps(
+        tmp_path: Path, federation: dict[str, Path], relay: RelayProcess,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``hotline revocations post`` of cn.cac's revocation signed by the us authority is
+    refused, naming the file (by the home's pinned root, and by the relay for a home
+    without one); ``hotline revocations list`` shows what ``add`` kept."""
+    from keys.armor import armor
+    from tests.e2e.test_relay_attacks import revocation
+
+    forged = tmp_path / "forged.rev"
+    forged.write_text(armor("revocation", revocation(tmp_path, "us", "cn.cac",
+                                                     kid_of(federation, "cn.cac"))))
+    empty = tmp_path / "no-root-home"
+    for home in (federation["us.caisi"], empty):
+        capsys.readouterr()
+        with harness_env():
+            code = await asyncio.to_thread(main, [
+                "revocations", "post", str(forged), "--relay", relay.url, "--home", str(home)])
+        err = capsys.readouterr().err
+        assert code != 0 and str(forged) in err, err
+    assert "bad_signature" in err
+    async with open_desk(federation, relay, "cn.cac") as cn:
+        await cn.fetch()  # the relay still lets cn.cac in
+        assert not cn.trust.is_revoked("cn.cac", kid_of(federation, "cn.cac"))
+
+    with harness_env():
+        assert main(["revocations", "add", str(revoke_file(tmp_path, "us.nsc")),
+                     "--home", str(federation["cn.mss"])]) == 0
+        capsys.readouterr()
+        assert main(["revocations", "list", "--json", "--home", str(federation["cn.mss"])]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    entry = json.loads(line)
+    assert (entry["desk"], entry["key_id"], entry["reason"]) == (
+        "us.nsc", kid_of(federation, "us.nsc").hex(), "key compromised")
