@@ -376,13 +376,16 @@ class HotlineClient:
         root (revocations included). A card that does not verify is refused, never
         replaced by an older one. A verified card is kept in the home's contacts/."""
         desk = _recipient(desk)
-        await self._revocations_once()
+        self.refresh_revocations()
         now = self._now()
         cached = self._cards.get(desk)
         if cached is not None and now - cached[1] < CARD_CACHE_MS:
             v = cached[0]
             if not self.trust.is_revoked(v.desk, v.ik_kid) and v.not_after > now:
                 return v
+        # Only where the relay is needed anyway: a send with cached cards still works (and
+        # is kept in the outbox) while the relay cannot be reached.
+        await self._revocations_once()
         raw = await self.connection.get_card(desk)
         if raw is None:
             known = " (it is among this desk's contacts)" if desk in self.home.contacts() else ""
