@@ -105,7 +105,7 @@ from keys.receipts import (
 )
 from keys.report import IncidentReport
 from keys.secrets import DeskSecrets
-from keys.trust import DeskCard, TrustStore, VerifiedDesk
+from keys.trust import DeskCard, Revocation, TrustStore, VerifiedDesk
 
 log = logging.getLogger("hotline.client")
 
@@ -232,7 +232,13 @@ class HotlineClient:
         self.home = home if isinstance(home, Home) else Home(Path(home).expanduser())
         self._clock = clock
         self._random = random
+        #: The home's revocations/ as last read (None: not yet, e.g. ``trust`` was given).
+        self._revocations_read: tuple[int, tuple[str, ...]] | None = None
+        if trust is None:
+            self._revocations_read = self.home.revocations_version()
         self.trust = trust if trust is not None else self.home.trust(clock())
+        #: Whether the relay's revocations were fetched in this process.
+        self._revocations_fetched = False
         self._card = card
         self.state = state if state is not None else ClientState.in_home(self.home.path)
         self._relays = tuple(relays)
@@ -265,6 +271,7 @@ class HotlineClient:
                 sleep=sleep,
                 policy=policy,
                 on_pinned=on_pinned,
+                on_revocation=self._pushed_revocation,
             )
         return self._connection
 
@@ -365,18 +372,86 @@ class HotlineClient:
         return [ClockSkewWarning(w.notice_id, w.event, w.desk, w.attested_at, w.local_at)
                 for w in self.state.take_warnings() if w.kind == "clock_skew"]
 
+    # ------------------------------------------------------------------ revocations
+    def learn_revocations(self, bodies: Iterable[bytes], source: str) -> list[Revocation]:
+        """Apply revocations from ``source`` (a relay, a file): each is verified against
+        the pinned root, where only the authority of the desk's own country can revoke
+        it; one that does not verify is logged and dropped, so a relay cannot revoke a
+        desk. New ones apply at once in this process and are kept in the home's
+        revocations/ for every later one. Returns the new ones."""
+        new: list[Revocation] = []
+        for body in bodies:
+            try:
+                rev = Revocation.decode(body)
+                if self.trust.is_revoked(rev.desk, rev.ik_kid):
+                    continue
+                self.trust.add_revocation(rev)
+            except HotlineError as exc:
+                log.warning("revocation.refused source=%s code=%s reason=%s", source,
+                            exc.code, exc)
+                continue
+            self.home.keep_revocation(rev)
+            self._cards.pop(rev.desk, None)
+            new.append(rev)
+            log.warning("revocation.applied source=%s desk=%s key_id=%s", source, rev.desk,
+                        rev.ik_kid.hex())
+        return new
+
+    def refresh_revocations(self) -> list[Revocation]:
+        """Apply revocations added to the home's revocations/ since it was last read
+        (``hotline revocations add`` while this process runs). Cheap when nothing changed:
+        one look at the folder."""
+        version = self.home.revocations_version()
+        if version == self._revocations_read:
+            return []
+        self._revocations_read = version
+        try:
+            found = self.home.revocations()
+        except UsageError as exc:
+            log.warning("revocation.file_unreadable reason=%s", exc)
+            return []
+        return self.learn_revocations((rev.encode() for _, rev in found), "home")
+
+    async def fetch_revocations(self) -> list[Revocation]:
+        """Fetch and apply every revocation the relay serves (``GET /v1/revocations``).
+        The new ones are returned. A relay that refuses (one without the route) or answers
+        nonsense is logged and not asked again in this process (what this home knows still
+        applies); RelayUnavailable is raised as by any request."""
+        try:
+            bodies = await self.connection.revocations()
+        except (RelayUnavailable, RelayIdentityError):
+            raise
+        except (RelayError, MalformedInput) as exc:
+            log.warning("revocation.fetch_failed reason=%s", exc)
+            self._revocations_fetched = True
+            return []
+        self._revocations_fetched = True
+        return self.learn_revocations(bodies, self.connection.url)
+
+    async def _revocations_once(self) -> None:
+        self.refresh_revocations()
+        if not self._revocations_fetched:
+            await self.fetch_revocations()
+
+    def _pushed_revocation(self, body: bytes) -> None:
+        self.learn_revocations([body], self.connection.url)
+
     # ------------------------------------------------------------------ peers
     async def card_of(self, desk: str) -> VerifiedDesk:
         """Another desk's keys, from the card the relay serves, verified against the pinned
         root (revocations included). A card that does not verify is refused, never
         replaced by an older one. A verified card is kept in the home's contacts/."""
         desk = _recipient(desk)
+        self.refresh_revocations()
         now = self._now()
         cached = self._cards.get(desk)
         if cached is not None and now - cached[1] < CARD_CACHE_MS:
             v = cached[0]
             if not self.trust.is_revoked(v.desk, v.ik_kid) and v.not_after > now:
                 return v
+        # Only where the relay is needed anyway: a send with cached cards still works (and
+        # is kept in the outbox) while the relay cannot be reached.
+        await self._revocations_once()
         raw = await self.connection.get_card(desk)
         if raw is None:
             raw = await self._publish_contact(desk)
@@ -539,6 +614,7 @@ class HotlineClient:
         for warning in self._take_warnings():
             yield warning
         if not follow:
+            await self._revocations_once()
             # Inbox pages move the cursor page by page: consume them in step; the watchdog
             # looks once everything available was seen.
             async with aclosing(self._pages()) as pages:
@@ -634,6 +710,7 @@ class HotlineClient:
         """Handle every event available now (inbox pages), without waiting for more;
         return what they brought. Notices stay unprocessed until yielded by
         :meth:`notices`, acknowledged, or marked with :meth:`mark_processed`."""
+        await self._revocations_once()
         await self._send_missing_receipts()
         items: list[Item] = []
         async with aclosing(self._pages()) as source:
@@ -666,6 +743,7 @@ class HotlineClient:
     async def handle(self, event: Event) -> Item | None:
         """Verify and record one stream event; return what it means for the caller, or
         None for a duplicate. Never raises for a bad event: it becomes NoticeRejected."""
+        self.refresh_revocations()
         relay = await self.relay()
         try:
             if event.kind == "notice":

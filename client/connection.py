@@ -25,11 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import random as _random
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 from yarl import URL
@@ -37,6 +38,8 @@ from yarl import URL
 from keys.errors import HotlineError, MalformedInput, ProtocolError, UsageError
 from keys.fingerprint import fingerprint
 from keys.frames import (
+    MAX_REVOCATION_LIST_BYTES,
+    REVOCATION_MESSAGE,
     STREAM_SUBPROTOCOL,
     Accepted,
     Challenge,
@@ -45,6 +48,7 @@ from keys.frames import (
     Event,
     InboxPage,
     NoticeStatus,
+    RevocationList,
     Session,
     SessionRequest,
     auth_message,
@@ -255,9 +259,12 @@ class RelayConnection:
         timeout: aiohttp.ClientTimeout | None = None,
         heartbeat: float = 30.0,
         on_pinned: Callable[[RelayCard, str], None] | None = None,
+        on_revocation: Callable[[bytes], None] | None = None,
     ) -> None:
         """``card`` returns this desk's current DeskCard bytes (sent at each login);
-        ``on_pinned(card, fingerprint)`` is called once, when a relay is pinned on first use."""
+        ``on_pinned(card, fingerprint)`` is called once, when a relay is pinned on first use;
+        ``on_revocation(body)`` with each revocation the relay pushes on the stream
+        (unverified; the stream then asks for them), before any event read after it."""
         if not urls:
             raise UsageError(
                 "no relay URL: pass one, set HOTLINE_RELAY, or put relays = [...] in config.toml"
@@ -275,6 +282,7 @@ class RelayConnection:
         self._timeout = timeout or aiohttp.ClientTimeout(total=60, sock_connect=10)
         self._heartbeat = heartbeat
         self._on_pinned = on_pinned
+        self.on_revocation = on_revocation
         self._current = 0
         self._login: _Login | None = None
         #: The open stream, if any: receipts are sent on it.
@@ -517,6 +525,23 @@ class RelayConnection:
     async def root(self) -> bytes:
         return (await self.request("GET", "/v1/root", auth=False)).body
 
+    async def revocations(self) -> list[bytes]:
+        """Every revocation the relay serves (``GET /v1/revocations``), unverified."""
+        answer = await self.request("GET", "/v1/revocations", auth=False,
+                                    max_bytes=MAX_REVOCATION_LIST_BYTES)
+        return list(RevocationList.decode(answer.body).revocations)
+
+    async def post_revocation(self, body: bytes) -> dict[str, Any]:
+        """Hand a revocation to the relay (``POST /v1/revocations``); its JSON answer."""
+        answer = await self.request("POST", "/v1/revocations", body, auth=False)
+        try:
+            value = json.loads(answer.body)
+        except ValueError as exc:
+            raise ProtocolError("the relay's answer to a revocation is not JSON") from exc
+        if not isinstance(value, dict):
+            raise ProtocolError("the relay's answer to a revocation is not a JSON object")
+        return value
+
     async def post_notice(self, envelope: bytes) -> Accepted:
         """Submit a sealed notice: on the open stream when there is one, else over HTTP."""
         return await self._on_stream("submit", envelope, "/v1/notices")
@@ -623,7 +648,7 @@ class RelayConnection:
                 continue
             failures, relogged = 0, False
             log.info("relay.stream.open url=%s after=%d", self.url, cursor())
-            reader = _StreamReader(ws, self.url)
+            reader = _StreamReader(ws, self.url, on_revocation=self.on_revocation)
             self._stream = reader
             try:
                 async for event in reader:
@@ -648,7 +673,8 @@ class RelayConnection:
         try:
             return await self._http().ws_connect(
                 base + "/v1/stream",
-                params={"after": str(after)},
+                params={"after": str(after)} | (
+                    {"revocations": "1"} if self.on_revocation is not None else {}),
                 headers={"Authorization": f"Hotline {token.hex()}"},
                 heartbeat=self._heartbeat,
                 max_msg_size=MAX_ANSWER_BYTES,
@@ -694,9 +720,11 @@ class _StreamReader:
     Ends with _Transient (reconnect) or RelayError (refusal)."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, base: str,
-                 window: int = STREAM_WINDOW):
+                 window: int = STREAM_WINDOW,
+                 on_revocation: Callable[[bytes], None] | None = None):
         self._ws = ws
         self._base = base
+        self._on_revocation = on_revocation
         self.flow_controlled = ws.protocol == STREAM_SUBPROTOCOL
         self._window = window
         self._taken = 0  # events the consumer took since the last grant
@@ -726,7 +754,8 @@ class _StreamReader:
         try:
             if self.flow_controlled:
                 await self._ws.send_bytes(client_message("credit", 0, credit=self._window))
-            async for event in _read_stream(self._ws, self._base, self._pending):
+            async for event in _read_stream(self._ws, self._base, self._pending,
+                                            self._on_revocation):
                 if not self.flow_controlled:
                     await self._queue.put(event)
                 elif self._queue.qsize() >= self._window:
@@ -774,7 +803,8 @@ _SESSION_CLOSE_CODES = frozenset({4401, 4403})
 
 
 async def _read_stream(ws: aiohttp.ClientWebSocketResponse, base: str,
-                       pending: dict[int, asyncio.Future[Accepted]] | None = None
+                       pending: dict[int, asyncio.Future[Accepted]] | None = None,
+                       on_revocation: Callable[[bytes], None] | None = None,
                        ) -> AsyncIterator[Event]:
     """Events from one open stream; raises _Transient when it ends abnormally."""
     async for msg in ws:
@@ -785,7 +815,11 @@ async def _read_stream(ws: aiohttp.ClientWebSocketResponse, base: str,
                 # The relay's fault. Reconnecting replays from the durable cursor.
                 raise _Transient(f"the relay sent a bad stream frame: {exc}") from exc
             kind = frame["type"]
-            if kind == "event":
+            if kind == REVOCATION_MESSAGE:
+                # Applied here, in the reader, so that it holds for every event after it.
+                if on_revocation is not None:
+                    on_revocation(frame["revocation"])
+            elif kind == "event":
                 if frame["event"] is None:
                     raise _Transient("the relay sent an event frame without an event")
                 yield frame["event"]

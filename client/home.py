@@ -36,8 +36,8 @@ from keys import (
     UsageError,
     codec,
 )
-from keys.armor import dearmor
-from keys.errors import KeyFileError
+from keys.armor import dearmor, dearmor_all
+from keys.errors import HotlineError, KeyFileError
 from keys.keyfile import (
     MODERATE,
     SENSITIVE,
@@ -101,8 +101,10 @@ def read_passphrase(
     return value
 
 
-def read_document(path: str | Path, kind: str, *, max_bytes: int = 256 * 1024) -> bytes:
-    """Read a document a person handed over (armoured or raw), or '-' for stdin."""
+def read_document(path: str | Path, kind: str, *, max_bytes: int = 256 * 1024,
+                  raw: bool = False) -> bytes:
+    """Read a document a person handed over (armoured or raw), or '-' for stdin; with
+    ``raw`` the file's bytes as they are (armour left on)."""
     try:
         if str(path) == "-":
             data = sys.stdin.buffer.read(max_bytes + 1)
@@ -113,7 +115,7 @@ def read_document(path: str | Path, kind: str, *, max_bytes: int = 256 * 1024) -
         raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
     if len(data) > max_bytes:
         raise UsageError(f"{path} is larger than {max_bytes} bytes; it is not a {kind}")
-    return dearmor(kind, data)
+    return data if raw else dearmor(kind, data)
 
 
 @dataclass
@@ -221,11 +223,42 @@ class Home:
         root = self.root()
         root.check_fresh(now)
         store = TrustStore(root)
-        rev_dir = self.file("revocations")
-        if rev_dir.is_dir():
-            for path in sorted(rev_dir.iterdir()):
-                store.add_revocation(Revocation.decode(path.read_bytes()))
+        for path, rev in self.revocations():
+            try:
+                store.add_revocation(rev)
+            except HotlineError as exc:
+                raise UsageError(f"{path}: {exc}") from exc
         return store
+
+    def revocations(self) -> list[tuple[Path, Revocation]]:
+        """The revocations kept in revocations/ (decoded, not verified), with their files;
+        raw or armoured. Raises UsageError naming a file that is not a revocation."""
+        rev_dir = self.file("revocations")
+        out: list[tuple[Path, Revocation]] = []
+        if not rev_dir.is_dir():
+            return out
+        for path in sorted(rev_dir.iterdir()):
+            if path.name.startswith(".") or not path.is_file():
+                continue  # atomic writes' temporary files
+            try:
+                docs = dearmor_all("revocation", path.read_bytes())
+                out += [(path, Revocation.decode(doc)) for doc in docs]
+            except (OSError, HotlineError) as exc:
+                raise UsageError(f"{path}: not a revocation: {exc}") from exc
+        return out
+
+    def revocations_version(self) -> tuple[int, tuple[str, ...]]:
+        """Changes whenever a file is added to, renamed into or removed from revocations/
+        (the folder's modification time and names), so a running process reads it only
+        then."""
+        rev_dir = self.file("revocations")
+        try:
+            return rev_dir.stat().st_mtime_ns, tuple(sorted(os.listdir(rev_dir)))
+        except OSError:
+            return 0, ()
+
+    def keep_revocation(self, rev: Revocation) -> None:
+        self.write(f"revocations/{rev.desk}-{rev.ik_kid.hex()}.rev", rev.encode())
 
     def contacts(self) -> dict[str, DeskCard]:
         out: dict[str, DeskCard] = {}

@@ -55,3 +55,25 @@ def dearmor(kind: str, data: bytes) -> bytes:
         return base64.b64decode(b"".join(m.group(2).split()), validate=True)
     except binascii.Error as exc:
         raise MalformedInput("armoured text is not valid base64", code="malformed") from exc
+
+
+def dearmor_all(kind: str, data: bytes) -> list[bytes]:
+    """Every document in ``data``: the armoured blocks of the expected kind, in order (a file
+    may hold several, e.g. one revocation per certificate of a desk), or the raw bytes."""
+    if not data.lstrip().startswith(b"-----BEGIN HOTLINE "):
+        return [data]
+    out = []
+    pos = 0
+    while True:
+        start = data.find(b"-----BEGIN HOTLINE ", pos)
+        if start < 0:
+            break
+        m = _ARMOR_RE.search(data, start)
+        if m is None or m.start() != start:
+            raise MalformedInput("armoured text has no matching BEGIN/END lines",
+                                 code="malformed")
+        out.append(dearmor(kind, m.group(0)))
+        pos = m.end()
+    if data[pos:].strip():
+        raise MalformedInput("armoured text has bytes after its last END line", code="malformed")
+    return out

@@ -270,6 +270,33 @@ class InboxPage:
         return cls(events, f["next"], f["more"])
 
 
+# ----------------------------------------------------------------------------- revocations
+
+#: Revocations one answer of ``GET /v1/revocations`` carries at most (a federation revokes a
+#: handful of desk keys a year; this bounds the work a relay can make a client do).
+MAX_REVOCATIONS = 10_000
+#: The most bytes that answer may have (each revocation is a signed document of < 1 KiB).
+MAX_REVOCATION_LIST_BYTES = MAX_REVOCATIONS * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationList:
+    """Every revocation a relay knows (``GET /v1/revocations``), each an encoded signed
+    revocation (7.4), unverified: the reader verifies each against the pinned root."""
+
+    revocations: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        return codec.pack({"v": 1, "revocations": list(self.revocations)})
+
+    @classmethod
+    def decode(cls, data: bytes) -> RevocationList:
+        f = _decode(data, {"v": version(1),
+                           "revocations": list_of(_doc, max_items=MAX_REVOCATIONS)},
+                    "revocation list", max_bytes=MAX_REVOCATION_LIST_BYTES)
+        return cls(tuple(f["revocations"]))
+
+
 # ----------------------------------------------------------------------------- status
 
 
@@ -347,6 +374,8 @@ STREAM_SUBPROTOCOL = "hotline.credit.1"
 MAX_STREAM_CREDIT = 4096
 #: Messages the relay sends on a stream.
 RELAY_MESSAGE_TYPES = ("event", "accepted", "confirmed", "error", "pong")
+#: Sent only on a stream opened with ``revocations=1``: its own, smaller map.
+REVOCATION_MESSAGE = "revocation"
 
 
 def client_message(kind: str, ref: int, confirmation: bytes | None = None,
@@ -397,14 +426,26 @@ def relay_message(kind: str, *, ref: int = 0, event: Event | None = None,
                        "status": status, "detail": detail[:500] if detail else None})
 
 
+def revocation_message(revocation: bytes) -> bytes:
+    """A relay's stream message carrying one revocation it knows (7.4, unverified)."""
+    return codec.pack({"v": 1, "type": REVOCATION_MESSAGE, "ref": 0, "revocation": revocation})
+
+
 def decode_relay_message(data: bytes,
                          max_bytes: int = DEFAULT_MAX_NOTICE_BYTES + 64 * 1024
                          ) -> dict[str, Any]:
-    f = _decode(data, {"v": version(1), "type": one_of(RELAY_MESSAGE_TYPES),
+    """A relay's stream message as a map. A ``revocation`` message has the keys ``v``,
+    ``type``, ``ref`` and ``revocation`` only; every other type has the keys of
+    :func:`relay_message`."""
+    value = codec.unpack(data, what="relay message", max_bytes=max_bytes)
+    if type(value) is dict and value.get("type") == REVOCATION_MESSAGE:
+        return fields(value, {"v": version(1), "type": codec.const(REVOCATION_MESSAGE),
+                              "ref": uint(2**53), "revocation": _doc}, "relay message")
+    f = fields(value, {"v": version(1), "type": one_of(RELAY_MESSAGE_TYPES),
                        "ref": uint(2**53), "event": lambda v, p: v,
                        "attestation": nullable(_doc), "duplicate": codec.boolean,
                        "error": nullable(text(64)), "status": uint(599),
-                       "detail": nullable(text(500))}, "relay message", max_bytes=max_bytes)
+                       "detail": nullable(text(500))}, "relay message")
     if f["event"] is not None:
         f["event"] = Event.from_wire(f["event"], "relay message.event", max_bytes=max_bytes)
     return f

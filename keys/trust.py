@@ -599,7 +599,12 @@ class TrustStore:
 
     @property
     def revocations(self) -> list[Revocation]:
+        """Every revocation accepted, in the order first accepted (new ones only append)."""
         return list(self._revoked.values())
+
+    @property
+    def revocation_count(self) -> int:
+        return len(self._revoked)
 
     def verify_cert(self, cert: DeskCertificate, now: int) -> None:
         """Raise UntrustedKey unless ``cert`` is valid now under the pinned root."""

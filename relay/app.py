@@ -27,10 +27,12 @@ from keys.frames import (
     Challenge,
     ChallengeRequest,
     ErrorFrame,
+    RevocationList,
     Session,
     SessionRequest,
     decode_client_message,
     relay_message,
+    revocation_message,
 )
 from relay import ops_api
 from relay.app_keys import AUTH, AUTH_RATE, RELAY
@@ -279,9 +281,18 @@ async def inbox(request: web.Request) -> web.Response:
 async def revocation(request: web.Request) -> web.Response:
     relay = request.app[RELAY]
     _auth_limit(request)
-    rev = await relay.add_revocation(await _body(request, relay.config.limits.max_small_body_bytes))
+    rev, _new = await relay.add_revocation(
+        await _body(request, relay.config.limits.max_small_body_bytes))
     killed = request.app[AUTH].revoke_sessions(rev.desk, rev.ik_kid)
     return web.json_response({"revoked": rev.desk, "sessions_closed": killed})
+
+
+async def revocations(request: web.Request) -> web.Response:
+    """Every revocation the relay enforces: public, signed by the authorities, so no
+    session is needed (a desk whose key was revoked can still learn why); counted against
+    the address's login limit."""
+    _auth_limit(request)
+    return _msgpack(RevocationList(tuple(request.app[RELAY].revocations())).encode())
 
 
 #: Client messages of one stream handled at the same time; the next is read when one ends.
@@ -319,6 +330,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     relay = request.app[RELAY]
     limits = relay.config.limits
     after = _int_param(request, "after", 0)
+    with_revocations = _int_param(request, "revocations", 0) == 1
     if relay.hub.count(session.desk) >= limits.max_streams_per_desk:
         raise RelayError(
             429,
@@ -349,7 +361,8 @@ async def stream(request: web.Request) -> web.StreamResponse:
 
     with relay.hub.subscribe(session.desk, session.verified.ik_kid) as sub:
         credit = Credit(sub.wake) if flow else None
-        sender = asyncio.create_task(_push(ws, relay, session, sub, after, credit))
+        sender = asyncio.create_task(
+            _push(ws, relay, session, sub, after, credit, with_revocations))
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.BINARY:
@@ -442,12 +455,24 @@ async def _on_client_message(
 async def _push(
     ws: web.WebSocketResponse, relay: Relay, session: DeskSession, sub: Any, after: int,
     credit: Credit | None = None,
+    with_revocations: bool = False,
 ) -> None:
     """Send the desk's events after ``after``, then each new one, as far as ``credit``
-    allows (None: no flow control); a grant of credit wakes it like a new event."""
+    allows (None: no flow control); a grant of credit wakes it like a new event. With
+    ``with_revocations``, every revocation the relay knows goes first, then each new one
+    before any later event."""
     cursor = after
+    #: Revocations sent so far (the relay's list only grows, in order).
+    sent_revocations = 0
     while not ws.closed:
         sub.wake.clear()
+        if with_revocations and relay.trust.revocation_count > sent_revocations:
+            # Before any event: a client applies a revocation to what follows it.
+            # Revocation messages are not events: they take no credit.
+            known = relay.revocations()
+            for body in known[sent_revocations:]:
+                await ws.send_bytes(revocation_message(body))
+            sent_revocations = len(known)
         more = True
         while more:
             limit = PUSH_BATCH if credit is None else credit.allows()
@@ -515,6 +540,7 @@ def make_app(relay: Relay, auth: Authenticator) -> web.Application:
     app.router.add_get("/v1/inbox", inbox)
     app.router.add_get("/v1/stream", stream)
     app.router.add_post("/v1/revocations", revocation)
+    app.router.add_get("/v1/revocations", revocations)
     app.router.add_post("/v1/ops/challenge", ops_challenge)
     app.router.add_post("/v1/ops/session", ops_login)
     app.router.add_get("/v1/ops/overdue", ops_api.overdue)

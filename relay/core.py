@@ -511,21 +511,32 @@ class Relay:
         return self.store.escalations_since(since, limit)
 
     # ----------------------------------------------------------------- trust
-    async def add_revocation(self, body: bytes) -> Revocation:
-        """Verify a revocation (signed by the desk's own country), keep it durably, apply it:
-        the key's sessions and streams end at once."""
+    async def add_revocation(self, body: bytes, *, keep: bool = True) -> tuple[Revocation, bool]:
+        """Verify a revocation (signed by the desk's own country), keep it durably (unless
+        ``keep`` is False: it comes from the home's revocations/ folder), apply it: the
+        key's streams end at once and every stream that asked for revocations gets it.
+        Returns it and whether it was new here."""
         rev = Revocation.decode(body)
+        new = not self.trust.is_revoked(rev.desk, rev.ik_kid)
         try:
             self.trust.add_revocation(rev)
         except HotlineError as exc:
             raise RelayError(400, "bad_signature",
                              f"the revocation of {rev.desk} is not signed by its country's "
                              f"authority: {exc}") from exc
-        await self.store.add_revocation(rev.desk, rev.ik_kid, rev.encode(), self.clock.now_ms())
+        if keep:
+            await self.store.add_revocation(rev.desk, rev.ik_kid, rev.encode(),
+                                            self.clock.now_ms())
         self._cards.pop(rev.desk, None)
         self.hub.close_key(rev.desk, rev.ik_kid, "key revoked")
-        self.log.warning("desk.revoked", desk=rev.desk, key_id=rev.ik_kid.hex())
-        return rev
+        if new:
+            self.hub.publish_all()
+            self.log.warning("desk.revoked", desk=rev.desk, key_id=rev.ik_kid.hex())
+        return rev, new
+
+    def revocations(self) -> list[bytes]:
+        """Every revocation this relay enforces, encoded, in the order it learned them."""
+        return [r.encode() for r in self.trust.revocations]
 
 
 def _card_age(card: DeskCard) -> tuple[int, int]:

@@ -88,6 +88,12 @@ class Hub:
         for sub in self._subs.get(desk, ()):
             sub.wake.set()
 
+    def publish_all(self) -> None:
+        """Wake every open stream (something all of them carry, e.g. a new revocation)."""
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.wake.set()
+
     def close_key(self, desk: str, key_id: bytes, reason: str) -> None:
         """End the streams of one desk key (a revocation)."""
         for sub in list(self._subs.get(desk, ())):

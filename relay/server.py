@@ -13,6 +13,7 @@ import nacl.signing
 from aiohttp import web
 
 from keys import FederationRoot, RelayCard, Revocation, TrustStore
+from keys.armor import dearmor_all
 from keys.errors import HotlineError, UsageError
 from keys.fingerprint import fingerprint
 from keys.keyfile import (
@@ -71,18 +72,77 @@ def init(
 
 def load_trust(home: Path, now: int) -> TrustStore:
     """The pinned root (every member's signature checked, not expired) and the
-    revocations kept in the home's revocations/ folder."""
+    revocations kept in the home's revocations/ folder (a file that does not decode or
+    verify stops the start, naming the file)."""
     try:
         root = FederationRoot.decode((home / "root").read_bytes())
     except FileNotFoundError as exc:
         raise UsageError(f"{home} has no pinned root: run 'hotline relay init'") from exc
     root.check_initial(now)
     trust = TrustStore(root)
-    rev_dir = home / "revocations"
-    if rev_dir.is_dir():
-        for path in sorted(rev_dir.iterdir()):
-            trust.add_revocation(Revocation.decode(path.read_bytes()))
+    for path, rev in read_revocation_folder(home):
+        try:
+            trust.add_revocation(rev)
+        except HotlineError as exc:
+            raise UsageError(f"{path}: {exc}") from exc
     return trust
+
+
+def read_revocation_folder(home: Path) -> list[tuple[Path, Revocation]]:
+    """The revocations in the home's revocations/ folder: raw or armoured files (as
+    ``hotline authority revoke`` writes them, several to a file), hidden files skipped.
+    Raises UsageError naming the first file that does not decode."""
+    rev_dir = home / "revocations"
+    out: list[tuple[Path, Revocation]] = []
+    if not rev_dir.is_dir():
+        return out
+    for path in sorted(rev_dir.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        try:
+            data = path.read_bytes()
+            out += [(path, Revocation.decode(doc)) for doc in dearmor_all("revocation", data)]
+        except (OSError, HotlineError) as exc:
+            raise UsageError(f"{path}: not a revocation: {exc}") from exc
+    return out
+
+
+def folder_state(home: Path) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a file in revocations/ is added, replaced or removed."""
+    rev_dir = home / "revocations"
+    try:
+        entries = sorted(rev_dir.iterdir())
+    except OSError:
+        return ()
+    state = []
+    for path in entries:
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            state.append((path.name, st.st_mtime_ns, st.st_size))
+    return tuple(state)
+
+
+async def reload_revocations(home: Path, relay: Relay, auth: Authenticator, log: Any) -> int:
+    """Apply the revocations in the home's folder to the running relay: each new one ends
+    the key's sessions and streams and is pushed to the streams that asked. A file that
+    does not decode or verify is logged by name and skipped; the others apply.
+    Returns how many were new."""
+    rev_dir = home / "revocations"
+    paths = sorted(p for p in rev_dir.iterdir()
+                   if not p.name.startswith(".") and p.is_file()) if rev_dir.is_dir() else []
+    new = 0
+    for path in paths:
+        try:
+            docs = dearmor_all("revocation", path.read_bytes())
+            for doc in docs:
+                rev, added = await relay.add_revocation(doc, keep=False)
+                auth.revoke_sessions(rev.desk, rev.ik_kid)
+                new += added
+        except (OSError, HotlineError) as exc:
+            log.error("revocation.file_refused", file=str(path), error=str(exc)[:300])
+    log.info("revocations.reloaded", folder=str(rev_dir), new=new,
+             known=relay.trust.revocation_count)
+    return new
 
 
 def add_stored_revocations(trust: TrustStore, bodies: list[bytes], log: Any) -> None:
@@ -182,6 +242,9 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    # SIGHUP: re-read the TLS certificate (if served) and the revocations/ folder.
+    reload_now = asyncio.Event()
+    reload_tls: Any = None
     if ssl_context is not None and cfg.tls is not None:
         cert, cert_key = cfg.tls
 
@@ -196,20 +259,27 @@ async def serve(
             relay.metrics.tls_expiry.set(expiry)
             log.info("tls.reloaded", cert=str(cert), not_after=expiry)
 
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP, reload_tls)
+    def on_sighup() -> None:
+        reload_now.set()
+        if reload_tls is not None:
+            reload_tls()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
     if ready is not None:
         ready.set()
     sweeper = asyncio.create_task(_sweep(auth, clock, stop))
     prober = asyncio.create_task(_probe_readiness(relay, stop, log))
     escalator = asyncio.create_task(relay.escalator.run())
     sender = asyncio.create_task(webhooks.run())
+    watcher = asyncio.create_task(_watch_revocations(cfg.home, relay, auth, reload_now, log))
     try:
         await stop.wait()
     finally:
         log.info("relay.stopping")
         sweeper.cancel()
         prober.cancel()
+        watcher.cancel()
         relay.escalator.stop()
         webhooks.stop()
         listener.close()
@@ -265,3 +335,25 @@ def hold_home_lock(home: Path) -> Any:
         raise UsageError(f"{home} is in use by a running relay ({home / LOCK_NAME} is "
                          "locked)") from exc
     return fh
+
+
+#: How often the relay looks at its revocations/ folder for changes (SIGHUP: at once).
+REVOCATION_POLL_S = 2.0
+
+
+async def _watch_revocations(home: Path, relay: Relay, auth: Authenticator,
+                             now: asyncio.Event, log: Any) -> None:
+    seen = folder_state(home)
+    while True:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(REVOCATION_POLL_S):
+                await now.wait()
+        forced = now.is_set()
+        now.clear()
+        state = folder_state(home)
+        if forced or state != seen:
+            seen = state
+            try:
+                await reload_revocations(home, relay, auth, log)
+            except Exception:  # the watcher must outlive any one failure
+                log.exception("revocations.reload_failed")

@@ -8,8 +8,11 @@ fingerprints they compared out of band.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 from typing import Any
 
+import aiohttp
 import nacl.signing
 
 from client.cli.common import COMMON, emit, home_of, iso, print_json
@@ -26,7 +29,9 @@ from keys import (
     country_of,
     fingerprint,
 )
-from keys.armor import armor
+from keys.armor import armor, dearmor_all
+from keys.errors import HotlineError
+from keys.frames import ErrorFrame
 from keys.ids import Country, country
 from keys.keyfile import decode_signing_key, encode_signing_key, read_key_file, write_key_file
 from keys.trust import DAY_MS
@@ -100,8 +105,21 @@ def register(groups: Any) -> None:
     p = rev.add_parser(
         "add", parents=[COMMON], help="verify revocations against the pinned root and keep them"
     )
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="+",
+                   help="revocation files, raw or armoured (several to a file, as "
+                        "'hotline authority revoke' writes them)")
     p.set_defaults(run=cmd_rev_add)
+    p = rev.add_parser(
+        "post", parents=[COMMON],
+        help="hand revocations to a relay, which enforces them and serves them to every desk",
+    )
+    p.add_argument("files", nargs="+")
+    p.add_argument("--relay", action="append", default=[], metavar="URL",
+                   help="relay URL (default $HOTLINE_RELAY, else relays in config.toml)")
+    p.set_defaults(run=cmd_rev_post)
+    p = rev.add_parser("list", parents=[COMMON], help="the revocations this home knows")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_rev_list)
 
 
 # --------------------------------------------------------------------------- authority
@@ -280,15 +298,94 @@ def cmd_fed_pin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _revocation_files(paths: list[str]) -> list[tuple[str, Revocation]]:
+    out = []
+    for path in paths:
+        data = read_document(path, "revocation", raw=True)
+        try:
+            out += [(path, Revocation.decode(doc)) for doc in dearmor_all("revocation", data)]
+        except HotlineError as exc:
+            raise UsageError(f"{path}: not a revocation: {exc}") from exc
+    return out
+
+
 def cmd_rev_add(args: argparse.Namespace) -> int:
     home = home_of(args)
     trust = home.trust(now_ms())
-    for path in args.files:
-        data = read_document(path, "revocation")
-        rev = Revocation.decode(data)
-        trust.add_revocation(rev)
-        home.write(f"revocations/{rev.desk}-{rev.ik_kid.hex()}.rev", rev.encode())
+    for path, rev in _revocation_files(args.files):
+        try:
+            trust.add_revocation(rev)
+        except HotlineError as exc:
+            raise UsageError(f"{path}: the revocation of {rev.desk} does not verify: {exc}"
+                             ) from exc
+        home.keep_revocation(rev)
         print(f"revocation of {line(rev.desk)} key {rev.ik_kid.hex()[:16]} verified and kept")
+    return 0
+
+
+def cmd_rev_post(args: argparse.Namespace) -> int:
+    from client.client import relay_urls  # the relay client is needed by this command only
+
+    home = home_of(args)
+    revs = _revocation_files(args.files)
+    if home.exists("root"):
+        # Checked here first so that a wrong file is named before anything is sent.
+        trust = home.trust(now_ms())
+        for path, rev in revs:
+            try:
+                trust.add_revocation(rev)
+            except HotlineError as exc:
+                raise UsageError(f"{path}: the revocation of {rev.desk} does not verify: "
+                                 f"{exc}") from exc
+    urls = relay_urls(home, args.relay)
+    if not urls:
+        raise UsageError("no relay URL: pass --relay URL, set HOTLINE_RELAY, or put "
+                         "relays = [...] in config.toml")
+    return asyncio.run(_post_revocations(urls[0].rstrip("/"), revs))
+
+
+async def _post_revocations(url: str, revs: list[tuple[str, Revocation]]) -> int:
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        for path, rev in revs:
+            try:
+                async with http.post(url + "/v1/revocations", data=rev.encode(),
+                                     headers={"Content-Type": "application/msgpack"}) as r:
+                    body = await r.content.read(64 * 1024)
+                    status = r.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UsageError(f"cannot reach the relay at {url}: {exc}") from exc
+            if status != 200:
+                try:
+                    frame = ErrorFrame.decode(body)
+                    why = f"{frame.error}: {frame.detail}"
+                except HotlineError:
+                    why = body[:200].decode("utf-8", "replace")
+                raise UsageError(f"{path}: the relay at {url} refused the revocation of "
+                                 f"{rev.desk} ({status} {why})")
+            try:
+                closed = json.loads(body).get("sessions_closed", 0)
+            except (ValueError, AttributeError):
+                closed = "?"
+            print(f"revocation of {rev.desk} key {rev.ik_kid.hex()[:16]} accepted by {url} "
+                  f"({closed} sessions closed)")
+    return 0
+
+
+def cmd_rev_list(args: argparse.Namespace) -> int:
+    home = home_of(args)
+    revs = home.revocations()
+    if args.json:
+        for path, rev in revs:
+            print_json({"desk": rev.desk, "key_id": rev.ik_kid.hex(),
+                        "revoked_at": rev.revoked_at, "reason": rev.reason,
+                        "file": str(path)})
+        return 0
+    if not revs:
+        print("no revocations known here")
+    for _path, rev in revs:
+        reason = f" ({rev.reason})" if rev.reason else ""
+        print(f"{rev.desk}  key {rev.ik_kid.hex()[:16]}  revoked {iso(rev.revoked_at)}{reason}")
     return 0
 
 

@@ -49,6 +49,8 @@ class FakeRelay:
     status_drop_recipients: set[str] = field(default_factory=set)
     status_severity: str | None = None
     status_status: str | None = None
+    #: What ``GET /v1/revocations`` serves (encoded revocations, unverified).
+    revocations: list[bytes] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.card = RelayCard.create(self.relay_id, self.key, NOW)
@@ -168,6 +170,13 @@ class FakeConnection:
 
     async def get_card(self, desk: str) -> bytes | None:
         return self.relay.cards.get(desk)
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    async def revocations(self) -> list[bytes]:
+        return list(self.relay.revocations)
 
     async def post_notice(self, raw: bytes) -> Accepted:
         self.posted.append(raw)

@@ -35,10 +35,12 @@ from keys.frames import (
     ChallengeRequest,
     OperatorChallengeRequest,
     OperatorSessionRequest,
+    RevocationList,
     Session,
     SessionRequest,
     auth_message,
     operator_auth_message,
+    revocation_message,
 )
 from keys.ids import Country, DeskId
 from keys.primitives import (
@@ -795,6 +797,10 @@ def build_vectors() -> dict[str, Any]:
         },
         "desks": desks,
         "revocation": signed_doc(revocation.signed, revocation.encode()),
+        "revocation_frames": {
+            "list": RevocationList((revocation.encode(),)).encode().hex(),
+            "stream_message": revocation_message(revocation.encode()).hex(),
+        },
         "notices": notices,
         "receipt": signed_doc(receipt.signed, receipt.encode()),
         "ack": ack_doc,

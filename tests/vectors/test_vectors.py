@@ -1103,6 +1103,24 @@ def test_auth_messages_with_raw_msgpack() -> None:
     assert raw_unpack(h(o["challenge"]))["nonce"] == ononce
 
 
+def test_revocation_list_and_stream_message_with_raw_msgpack() -> None:
+    """``GET /v1/revocations`` and the stream's ``revocation`` message, byte for byte."""
+    from keys.frames import RevocationList, decode_relay_message, revocation_message
+
+    rev = h(V["revocation"]["encoded"])
+    listed = h(V["revocation_frames"]["list"])
+    value = raw_unpack(listed)
+    assert list(value) == ["v", "revocations"] and value == {"v": 1, "revocations": [rev]}
+    assert msgpack.packb(value, use_bin_type=True) == listed
+    assert RevocationList.decode(listed).revocations == (rev,)
+    pushed = h(V["revocation_frames"]["stream_message"])
+    value = raw_unpack(pushed)
+    assert list(value) == ["v", "type", "ref", "revocation"]
+    assert value == {"v": 1, "type": "revocation", "ref": 0, "revocation": rev}
+    assert revocation_message(rev) == pushed
+    assert decode_relay_message(pushed)["revocation"] == rev
+
+
 def test_webhook_signature_with_hmac() -> None:
     w = V["webhook"]
     body = w["body"].encode()
