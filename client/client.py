@@ -26,8 +26,22 @@ again after a restart, with ``redelivered=True``; a processed one never again.
 
 Sending. A notice is sealed to recipients' cards fetched from the relay and verified
 against this desk's pinned root (a revoked, unknown or forged key is refused), written to
-the outbox, then posted. If the post fails, the same bytes are posted again by
-:meth:`HotlineClient.resend_unconfirmed`, which runs when the client starts.
+the outbox, then posted. A signed receipt, acknowledgement or rejection is likewise kept
+before it is posted. While the relay cannot be reached, a send seals to the recipients'
+cards in the home's contacts/ (verified the same way) and returns ``queued``; an ack
+returns ``queued`` too: what is kept is posted, the same bytes and in order, by
+:meth:`HotlineClient.retry_outbox`, which runs when the client starts, at each fetch, and
+in a running event loop whenever the stream (re)connects and on a timer with backoff.
+:meth:`HotlineClient.outbox` lists what waits. ``queue=False`` withdraws instead.
+
+The home. A running client picks up what changes in its home folder (``keys rotate``,
+``revocations add``, ``contacts add``, a newly pinned root) without a restart: it looks at
+each event and, in an event loop, every second. New keys are read with the passphrase the
+client was opened with (held in memory only, as the keys are); its new card is then
+given to the relay. A notice sealed to a key it does not hold makes it read its keys
+again; one that still does not open is kept unopened (:meth:`HotlineClient.unopened`),
+never receipted or marked seen, and tried again whenever the keys change and at each
+fetch.
 """
 
 from __future__ import annotations
@@ -59,26 +73,32 @@ from client.items import (
     Item,
     NoticeRejected,
     NoticeRejectedByRecipient,
+    NoticeUnopened,
+    OutboxItem,
     ReceivedNotice,
     SendResult,
     StatusMismatch,
     UnknownDesk,
     UnknownNotice,
+    UnopenedNotice,
     WatchdogOverdue,
 )
 from client.state import (
     ClientState,
     ConfirmationRecord,
     OutboxRecord,
+    PendingConfirmation,
     ReceivedRecord,
     RejectedRecord,
     RelayEventRecord,
+    UnopenedRecord,
     WarningRecord,
 )
 from client.verify import (
     DEFAULT_MAX_CLOCK_SKEW_MS,
     NoticeStatusView,
     OwnCopy,
+    VerifiedNotice,
     beyond_skew,
     check_attestation,
     reopen,
@@ -199,6 +219,18 @@ def parse_notice_id(value: str | bytes) -> bytes:
 CARD_CACHE_MS = 60_000
 #: After connecting, the watchdog waits this long for the backlog before its first look.
 WATCHDOG_SETTLE_MS = 5_000
+#: How often a running event loop looks at its home folder for changes (a few stat calls).
+HOME_CHECK_MS = 1_000
+#: Backoff of a running event loop's outbox retries while the relay cannot be reached.
+OUTBOX_RETRY_MIN_MS = 2_000
+OUTBOX_RETRY_MAX_MS = 60_000
+#: After a request found the relay unreachable, a send or ack in the same process within
+#: this time does not wait for it again: it seals from contacts and queues at once.
+RELAY_DOWN_MEMORY_MS = 30_000
+#: The code of a notice sealed to an encryption key this desk does not hold.
+UNKNOWN_EK = "unknown_encryption_key"
+#: The relay's attestation event for each kind of signed confirmation this desk posts.
+_ATTESTED = {"receipt": "delivered", "ack": "acknowledged", "rejection": "rejected"}
 
 
 class HotlineClient:
@@ -221,13 +253,17 @@ class HotlineClient:
         on_relay_pinned: Callable[[RelayCard, str], None] | None = None,
         watchdog: WatchdogPolicy | None = None,
         max_clock_skew_ms: int | None = None,
+        reload_secrets: Callable[[], DeskSecrets] | None = None,
     ) -> None:
         """``trust`` defaults to the home's pinned root and revocations, ``card`` to the
         home's desk card, ``state`` to ``client.db`` in the home. ``on_relay_pinned(card,
         fingerprint)`` is called when the relay is pinned on first use.
         ``max_clock_skew_ms`` (default 5 minutes): how far a relay-signed time may be off
         this client's clock before a :class:`ClockSkewWarning` is raised; it also bounds
-        how far the relay's time can move the time certificates are judged at."""
+        how far the relay's time can move the time certificates are judged at.
+        ``reload_secrets()`` reads the desk's keys again (from_home passes one holding the
+        passphrase it was given, in memory): called when the home's keys change or a
+        notice is sealed to a key this client does not hold."""
         self.secrets = secrets
         self.home = home if isinstance(home, Home) else Home(Path(home).expanduser())
         self._clock = clock
@@ -237,6 +273,21 @@ class HotlineClient:
         if trust is None:
             self._revocations_read = self.home.revocations_version()
         self.trust = trust if trust is not None else self.home.trust(clock())
+        #: Whether ``trust`` follows the home's pinned root (it was not given).
+        self._home_trust = trust is None
+        self._reload_secrets = reload_secrets
+        seen = self.home.version()
+        self._keys_read, self._root_read, self._contacts_read = (
+            seen.keys, seen.root, seen.contacts)
+        self._next_home_check = 0
+        self._stream_was_open = False
+        self._background: asyncio.Task[None] | None = None
+        self._outbox_next: int | None = None
+        self._outbox_backoff = 0
+        #: This desk's card changed (new keys) and the relay has not been given it yet.
+        self._card_stale = False
+        #: When a request last found the relay unreachable (this client's clock), and why.
+        self._relay_down: tuple[int, RelayUnavailable] | None = None
         #: Whether the relay's revocations were fetched in this process.
         self._revocations_fetched = False
         self._card = card
@@ -306,6 +357,12 @@ class HotlineClient:
             )
         if kwargs.get("max_clock_skew_ms") is None:
             kwargs["max_clock_skew_ms"] = configured_skew_ms(home)
+        key = passphrase  # kept in memory only, like the keys it opens
+
+        def reload_secrets() -> DeskSecrets:
+            return home.desk_secrets(key)
+
+        kwargs.setdefault("reload_secrets", reload_secrets)
         return cls(secrets, home, relay_urls(home, relays), **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -330,12 +387,12 @@ class HotlineClient:
         await self.close()
 
     async def start(self) -> None:
-        """Resend what an earlier run left unconfirmed. A relay that cannot be reached now
-        is logged, not raised: the outbox keeps the notices for the next try."""
-        if not self.state.unconfirmed():
+        """Post what an earlier run left in the outbox (:meth:`retry_outbox`). A relay that
+        cannot be reached now is logged, not raised: the outbox keeps it for the next try."""
+        if not self.state.unconfirmed() and not self.state.queued_confirmations():
             return
         try:
-            await self.resend_unconfirmed()
+            await self.retry_outbox()
         except RelayUnavailable as exc:
             log.warning("outbox.resend_deferred reason=%s", exc.message)
 
@@ -436,13 +493,96 @@ class HotlineClient:
     def _pushed_revocation(self, body: bytes) -> None:
         self.learn_revocations([body], self.connection.url)
 
+    # ------------------------------------------------------------------ the home
+    def refresh_home(self) -> tuple[str, ...]:
+        """Pick up what changed in the home folder since this client last looked: its keys
+        (``keys rotate``, ``keys install``), the pinned root, revocations, contacts. Cheap
+        when nothing changed (a few stat calls). Returns the parts that changed and were
+        applied, e.g. ``("keys",)``."""
+        changed: list[str] = []
+        seen = self.home.version()
+        if seen.root != self._root_read:
+            self._root_read = seen.root
+            if self._home_trust and self._reload_trust():
+                changed.append("root")
+        if self.refresh_revocations():
+            changed.append("revocations")
+        if seen.contacts != self._contacts_read:
+            self._contacts_read = seen.contacts
+            self._cards.clear()  # a contact added by hand may be newer than a cached card
+            changed.append("contacts")
+        if seen.keys != self._keys_read:
+            self._keys_read = seen.keys
+            if self.reload_keys():
+                changed.append("keys")
+        return tuple(changed)
+
+    def _reload_trust(self) -> bool:
+        try:
+            trust = self.home.trust(self._now())
+        except HotlineError as exc:  # a half-done edit of the home: keep what we have
+            log.warning("home.root_unreadable reason=%s", exc)
+            return False
+        # Revocations learned in this process are kept in the home: the new store has them.
+        self.trust = trust
+        self._revocations_read = self.home.revocations_version()
+        self._cards.clear()
+        log.warning("home.root_reloaded version=%s", trust.root.version)
+        return True
+
+    def reload_keys(self) -> bool:
+        """Read this desk's keys again from the home (with the passphrase the client was
+        opened with). True if they differ from those held: the new ones apply at once (a
+        notice sealed to the new encryption key opens) and the new card is given to the
+        relay at the next chance. False if nothing changed or they cannot be read (a
+        client given its keys directly, a home being rewritten, another desk's keys)."""
+        if self._reload_secrets is None:
+            return False
+        try:
+            secrets = self._reload_secrets()
+        except (HotlineError, OSError) as exc:
+            log.warning("keys.reload_failed reason=%s", exc)
+            return False
+        if secrets.desk != self.desk:
+            log.warning("keys.reload_refused reason=the home now holds the keys of %s",
+                        secrets.desk)
+            return False
+        held = (self.secrets.ik_kid, [p.key_id for p in self.secrets.encryption_keys])
+        if (secrets.ik_kid, [p.key_id for p in secrets.encryption_keys]) == held:
+            return False
+        self.secrets = secrets
+        if self._connection is not None:
+            self._connection.secrets = secrets
+            forget = getattr(self._connection, "forget_login", None)
+            if forget is not None:
+                forget()  # the next login presents the new card
+        self._card_stale = self._card is None
+        log.warning("keys.reloaded desk=%s encryption_keys=%s", self.desk,
+                    ",".join(p.key_id.hex()[:16] for p in secrets.encryption_keys))
+        return True
+
+    async def _publish_if_stale(self) -> None:
+        """Give the relay this desk's new card after its keys changed, so senders get the
+        new encryption key now rather than at this desk's next login."""
+        if not self._card_stale:
+            return
+        try:
+            await self.publish_card()
+        except RelayUnavailable:
+            return  # tried again at the next look
+        except RelayError as exc:
+            log.warning("card.publish_failed reason=%s", exc)
+        else:
+            log.warning("card.published desk=%s (new keys)", self.desk)
+        self._card_stale = False
+
     # ------------------------------------------------------------------ peers
     async def card_of(self, desk: str) -> VerifiedDesk:
         """Another desk's keys, from the card the relay serves, verified against the pinned
         root (revocations included). A card that does not verify is refused, never
         replaced by an older one. A verified card is kept in the home's contacts/."""
         desk = _recipient(desk)
-        self.refresh_revocations()
+        self.refresh_home()
         now = self._now()
         cached = self._cards.get(desk)
         if cached is not None and now - cached[1] < CARD_CACHE_MS:
@@ -464,6 +604,28 @@ class HotlineClient:
             self.home.write(name, encoded)
         self._cards[desk] = (verified, now)
         return verified
+
+    async def _card_or_contact(self, desk: str, queue: bool = True
+                               ) -> tuple[VerifiedDesk, RelayUnavailable | None]:
+        """``desk``'s keys from the relay (:meth:`card_of`), or, while the relay cannot be
+        reached, from this desk's contacts/, verified against the pinned root the same way
+        (with the reason the relay was not asked). Without a contact card, or with
+        ``queue=False``, RelayUnavailable says that nothing was sealed."""
+        down = self._known_down()
+        if down is None:
+            try:
+                return await self.card_of(desk), None
+            except RelayUnavailable as exc:
+                self._note_down(exc)
+                down = exc
+        contact = self.home.contacts().get(_recipient(desk)) if queue else None
+        if contact is None:
+            why = ("queuing was turned off" if not queue else
+                   f"{desk}'s card is not among this desk's contacts (hotline contacts add)")
+            raise RelayUnavailable(f"{down.detail}; nothing was sealed or sent, and nothing "
+                                   f"is kept: {why}", status=down.status, url=down.url)
+        self.refresh_home()
+        return self.trust.verify_card(contact, self._now()), down
 
     async def _publish_contact(self, desk: DeskId) -> bytes:
         """The relay knows no card of ``desk`` (it has not connected yet): give the relay
@@ -498,24 +660,34 @@ class HotlineClient:
         in_reply_to: bytes | str | None = None,
         *,
         notice_id: bytes | str | None = None,
+        queue: bool = True,
     ) -> SendResult:
         """Seal ``notice`` to the desks ``to``, record it in the outbox, post it.
 
         ``notice_id`` makes the send idempotent across runs: a notice already in the
         outbox under that id is not sealed again; its stored bytes are (re)posted.
+
+        If the relay cannot be reached, the notice is sealed to the recipients' cards in
+        this desk's contacts/ and kept: the result is ``queued`` (NOT at the relay; it is
+        posted by :meth:`retry_outbox`). With ``queue=False`` nothing is kept and
+        RelayUnavailable is raised, saying so. Without a contact card for a recipient
+        RelayUnavailable says that nothing was sealed.
         """
         nid = parse_notice_id(notice_id) if notice_id is not None else None
         if nid is not None:
             existing = self.state.outbox(nid)
             if existing is not None:
-                return await self._deliver(existing)
+                return await self._deliver(existing, queue=queue)
         reply = self.resolve_id(in_reply_to) if in_reply_to is not None else None
         recipients = list(dict.fromkeys(_recipient(d) for d in to))
         if not recipients:
             raise UsageError("a notice needs at least one recipient")
         if self.desk in recipients:
             raise UsageError("a notice cannot be addressed to its own sender")
-        verified = [await self.card_of(d) for d in recipients]
+        verified = []
+        for d in recipients:
+            keys, _down = await self._card_or_contact(d, queue)
+            verified.append(keys)
         now = self._now()
         env = seal(
             notice, sender=self.secrets, recipients=verified, severity=severity, now=now,
@@ -527,21 +699,26 @@ class HotlineClient:
         )
         log.info("notice.sealed notice_id=%s recipients=%s severity=%s",
                  env.notice_id.hex(), ",".join(env.header.recipients), severity)
-        return await self._deliver(record)
+        return await self._deliver(record, queue=queue)
 
     async def reply(self, notice_id: bytes | str, notice: IncidentReport, *,
-                    notice_id_of_reply: bytes | str | None = None) -> SendResult:
+                    notice_id_of_reply: bytes | str | None = None,
+                    queue: bool = True) -> SendResult:
         """Answer a received notice substantively: a notice back to its sender that
         references it (``in_reply_to``), with the same severity and status. It meets the
-        response deadline; the original is acknowledged first if it was not yet."""
+        response deadline; the original is acknowledged first if it was not yet (both
+        are queued, or not, as in :meth:`send` and :meth:`ack`)."""
         original = self.received(notice_id)
         if original.acked_at is None:
-            await self.ack(original.notice_id)
+            await self.ack(original.notice_id, queue=queue)
         return await self.send(to=[original.sender], severity=original.severity,
                                notice=notice, status=original.status,
-                               in_reply_to=original.notice_id, notice_id=notice_id_of_reply)
+                               in_reply_to=original.notice_id, notice_id=notice_id_of_reply,
+                               queue=queue)
 
-    async def _deliver(self, record: OutboxRecord) -> SendResult:
+    async def _deliver(self, record: OutboxRecord, *, queue: bool | None = None) -> SendResult:
+        """Post an outbox notice. The relay unreachable: ``queue`` True returns a queued
+        result, False withdraws the notice from the outbox, None (a resend) raises."""
         nid = record.notice_id
         if record.state == "accepted" and record.attestation is not None:
             att = Attestation.decode(record.attestation)
@@ -550,8 +727,21 @@ class HotlineClient:
             raise UsageError(f"the relay refused notice {nid.hex()} for good: {record.error}")
         posted_at = self._now()
         try:
+            down = self._known_down() if queue is not None else None
+            if down is not None:
+                raise down  # found unreachable moments ago: do not wait for it again
             accepted = await self.connection.post_notice(record.envelope)
         except RelayUnavailable as exc:
+            self._note_down(exc)
+            if queue is False:
+                self.state.mark_failed(nid, f"withdrawn, never accepted: {exc.message}")
+                raise RelayUnavailable(
+                    f"{exc.detail}; notice {nid.hex()} was NOT sent and is NOT kept "
+                    "(queuing was turned off)", status=exc.status, url=exc.url) from exc
+            self.state.note_attempt(nid, exc.message)
+            if queue:
+                log.warning("notice.queued notice_id=%s reason=%s", nid.hex(), exc.message)
+                return SendResult(nid, None, None, queued=True, reason=exc.message)
             raise RelayUnavailable(
                 f"{exc.detail}; notice {nid.hex()} is kept in the outbox and will be resent "
                 "with the same id", status=exc.status, url=exc.url,
@@ -573,6 +763,7 @@ class HotlineClient:
                                 earliest=sent_at if accepted.duplicate else posted_at,
                                 latest=now)
         self.state.mark_accepted(nid, accepted.attestation, att.at, sent_at)
+        self._relay_down = None
         log.info("notice.sent notice_id=%s accepted_at=%d duplicate=%s",
                  nid.hex(), att.at, accepted.duplicate)
         return SendResult(nid, att.at, att, accepted.duplicate, skew)
@@ -613,6 +804,10 @@ class HotlineClient:
         await self._send_missing_receipts()
         for warning in self._take_warnings():
             yield warning
+        with contextlib.suppress(RelayUnavailable):
+            for reopened in await self.retry_unopened():
+                async for item in self._yield_notice(reopened):
+                    yield item
         if not follow:
             await self._revocations_once()
             # Inbox pages move the cursor page by page: consume them in step; the watchdog
@@ -643,29 +838,91 @@ class HotlineClient:
                 await queue.put(exc)
 
         reader = asyncio.create_task(pump())
+        # What was kept in the outbox is posted in the background at once, then on a timer
+        # with backoff, and again as soon as the stream is (re)connected.
+        self._outbox_next, self._outbox_backoff = self._now(), 0
         try:
             while True:
-                wait = None
+                due = self._next_home_check
                 if self._watchdog_next is not None:
-                    wait = max(0.0, (self._watchdog_next - self._now()) / 1000)
+                    due = min(due, self._watchdog_next)
+                wait = max(0.0, (due - self._now()) / 1000)
                 try:
-                    got = await asyncio.wait_for(queue.get(), timeout=wait)
+                    got: Event | BaseException | None = await asyncio.wait_for(
+                        queue.get(), timeout=wait)
                 except TimeoutError:
-                    for overdue_item in self.watchdog_check():
-                        yield overdue_item
-                    for warning in self._take_warnings():
-                        yield warning
-                    continue
-                if got is None:
-                    return
-                if isinstance(got, BaseException):
-                    raise got
-                async for item in self._yield_event(got):
-                    yield item
+                    if self._watchdog_next is not None and self._now() >= self._watchdog_next:
+                        for overdue_item in self.watchdog_check():
+                            yield overdue_item
+                        for warning in self._take_warnings():
+                            yield warning
+                else:
+                    if got is None:
+                        return
+                    if isinstance(got, BaseException):
+                        raise got
+                    async for item in self._yield_event(got):
+                        yield item
+                if self._now() >= self._next_home_check:
+                    for reopened in await self._housekeep():
+                        async for item in self._yield_notice(reopened):
+                            yield item
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+            background, self._background = self._background, None
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await background
+
+    async def _yield_notice(self, notice: ReceivedNotice) -> AsyncGenerator[Item, None]:
+        self.state.mark_yielded(notice.notice_id)
+        yield notice
+        self.state.mark_processed(notice.notice_id)
+
+    async def _housekeep(self) -> list[ReceivedNotice]:
+        """A running loop's regular look: changes in the home (new keys open the notices
+        kept unopened, and are given to the relay), and the outbox, posted in the
+        background when due or when the stream has just (re)connected."""
+        now = self._now()
+        self._next_home_check = now + HOME_CHECK_MS
+        reopened: list[ReceivedNotice] = []
+        if "keys" in self.refresh_home():
+            try:
+                reopened = await self.retry_unopened()
+            except RelayUnavailable as exc:
+                log.warning("notice.reopen_deferred reason=%s", exc.message)
+        stream_open = bool(getattr(self.connection, "stream_open", False))
+        if stream_open and not self._stream_was_open:
+            self._outbox_next = now  # the relay is back: post what waits now
+        self._stream_was_open = stream_open
+        running = self._background is not None and not self._background.done()
+        outbox_due = (self._outbox_next is not None and now >= self._outbox_next
+                      and bool(self.state.unconfirmed() or self.state.queued_confirmations()))
+        if not running and (self._card_stale or outbox_due):
+            self._background = asyncio.create_task(self._background_work(outbox_due))
+        return reopened
+
+    async def _background_work(self, outbox: bool) -> None:
+        await self._publish_if_stale()
+        if not outbox:
+            return
+        try:
+            taken = await self.retry_outbox()
+        except Exception as exc:  # the relay is still away: try again later, backing off
+            self._outbox_backoff = min(max(2 * self._outbox_backoff, OUTBOX_RETRY_MIN_MS),
+                                       OUTBOX_RETRY_MAX_MS)
+            self._outbox_next = self._now() + self._outbox_backoff
+            log.warning("outbox.retry_deferred next_in_s=%d reason=%s",
+                        self._outbox_backoff // 1000, exc)
+            return
+        self._outbox_backoff = 0
+        self._outbox_next = self._now() + OUTBOX_RETRY_MIN_MS
+        if taken:
+            log.warning("outbox.sent count=%d (kept while the relay could not be reached)",
+                        taken)
 
     async def _yield_event(self, event: Event) -> AsyncGenerator[Item, None]:
         if event.seq <= self.state.cursor():
@@ -710,9 +967,11 @@ class HotlineClient:
         """Handle every event available now (inbox pages), without waiting for more;
         return what they brought. Notices stay unprocessed until yielded by
         :meth:`notices`, acknowledged, or marked with :meth:`mark_processed`."""
+        self.refresh_home()
         await self._revocations_once()
+        await self._publish_if_stale()
         await self._send_missing_receipts()
-        items: list[Item] = []
+        items: list[Item] = list(await self.retry_unopened())
         async with aclosing(self._pages()) as source:
             async for event in source:
                 if event.seq <= self.state.cursor():
@@ -743,7 +1002,7 @@ class HotlineClient:
     async def handle(self, event: Event) -> Item | None:
         """Verify and record one stream event; return what it means for the caller, or
         None for a duplicate. Never raises for a bad event: it becomes NoticeRejected."""
-        self.refresh_revocations()
+        self.refresh_home()
         relay = await self.relay()
         try:
             if event.kind == "notice":
@@ -776,17 +1035,22 @@ class HotlineClient:
     async def _send_rejection(self, envelope: bytes, reason: str) -> bool:
         """Tell a notice's sender, signed, that this desk cannot open it and why (called
         only for a failure its sender's verified signature makes the sender's). False if
-        the relay did not take it now; the relay's re-push at the next escalation level
-        brings the notice, and so this rejection, again."""
+        the relay did not take it now: it is kept in the outbox and posted again (and the
+        relay's re-push at the next escalation level brings the notice again)."""
         env = Envelope.decode(envelope)
-        rejection = Rejection.create(
-            notice_id=env.notice_id, digest=env.digest, sender=env.header.sender,
-            me=self.secrets, at=self._now(), reason=reason,
-        )
+        pending = self.state.pending_confirmation(env.notice_id, "rejection")
+        if pending is None:
+            rejection = Rejection.create(
+                notice_id=env.notice_id, digest=env.digest, sender=env.header.sender,
+                me=self.secrets, at=self._now(), reason=reason,
+            )
+            pending = self.state.queue_confirmation(env.notice_id, "rejection",
+                                                    rejection.encode(), env.digest,
+                                                    env.header.sender, self._now())
         try:
-            accepted = await self.connection.send_confirmation(rejection.encode())
-            check_attestation(accepted.attestation, await self.relay(), event="rejected",
-                              notice_id=env.notice_id, digest=env.digest, desk=self.desk)
+            if pending.state == "failed":
+                raise UsageError(f"the relay refused it for good: {pending.last_error}")
+            await self._post_in_order(pending)
         except Exception as exc:  # the notice stays unread and its deadline runs anyway
             log.warning("rejection.not_sent notice_id=%s reason=%s error=%s",
                         env.notice_id.hex(), reason, exc)
@@ -814,15 +1078,88 @@ class HotlineClient:
         return NoticeRejectedByRecipient(event.notice_id, r.recipient, r.reason, r.at,
                                          v.attestation.at, event.seq)
 
-    async def _on_notice(self, event: Event, relay: RelayCard) -> ReceivedNotice | None:
+    async def _on_notice(self, event: Event, relay: RelayCard
+                         ) -> ReceivedNotice | NoticeRejected | None:
         known = self.state.received(event.notice_id)
         if known is not None and event.envelope is not None and event.envelope == known.envelope:
             self.state.advance(event.seq)  # a replay or a re-push: seen already
             log.info("notice.duplicate notice_id=%s seq=%d", event.notice_id.hex(), event.seq)
             return None
         now = self._now()
-        v = verify_notice(event, me=self.secrets, trust=self.trust, relay=relay, now=now,
-                          skew_ms=self.max_clock_skew_ms)
+        try:
+            v = self._open_notice(event, relay, now)
+        except HotlineError as exc:
+            if exc.code != UNKNOWN_EK or known is not None:
+                raise
+            return self._keep_unopened(event, exc, now)
+        return await self._accept_notice(event, v, known, now)
+
+    def _open_notice(self, event: Event, relay: RelayCard, now: int) -> VerifiedNotice:
+        """Verify and open a notice; sealed to a key this client does not hold, read the
+        keys again (a rotation since they were read) and try once more."""
+        try:
+            return verify_notice(event, me=self.secrets, trust=self.trust, relay=relay,
+                                 now=now, skew_ms=self.max_clock_skew_ms)
+        except HotlineError as exc:
+            if exc.code != UNKNOWN_EK or not self.reload_keys():
+                raise
+        self._keys_read = self.home.version().keys
+        return verify_notice(event, me=self.secrets, trust=self.trust, relay=relay, now=now,
+                             skew_ms=self.max_clock_skew_ms)
+
+    def _keep_unopened(self, event: Event, exc: HotlineError, now: int) -> NoticeRejected:
+        """A verified notice this desk cannot open (yet): keep it, with the reason, to be
+        tried again; no receipt (it was not delivered to a person) and not marked seen."""
+        assert event.envelope is not None and event.attestation is not None
+        assert event.signer_cert is not None  # verify_notice refuses an event without them
+        h = Envelope.decode(event.envelope).header
+        reason = (f"{exc.message}; it is kept unopened and tried again when this desk's keys "
+                  "change (restore the key, or ask the sender to send it again)")
+        self.state.add_unopened(UnopenedRecord(
+            event.notice_id, event.seq, h.sender, h.severity, h.status, h.created_at,
+            event.envelope, event.attestation, event.signer_cert, exc.code, exc.message,
+            now, now))
+        log.warning("notice.unopened notice_id=%s sender=%s severity=%s reason=%s",
+                    event.notice_id.hex(), h.sender, h.severity, exc.message)
+        return NoticeRejected(event.seq, event.kind, event.notice_id, exc.code, reason,
+                              kept=True)
+
+    async def retry_unopened(self) -> list[ReceivedNotice]:
+        """Try again to open the notices kept unopened (after new keys, or a restart with
+        the key restored); those that open now are stored as received, receipted, and
+        returned (they are not yet processed)."""
+        records = self.state.unopened()
+        if not records:
+            return []
+        relay = await self.relay()
+        opened: list[ReceivedNotice] = []
+        for rec in records:
+            event = Event(rec.seq, "notice", rec.notice_id, envelope=rec.envelope,
+                          attestation=rec.attestation, signer_cert=rec.signer_cert)
+            now = self._now()
+            try:
+                v = self._open_notice(event, relay, now)
+            except HotlineError as exc:
+                self.state.add_unopened(dataclasses.replace(
+                    rec, code=exc.code, reason=exc.message, last_at=now))
+                continue
+            log.warning("notice.opened_later notice_id=%s sender=%s", rec.notice_id.hex(),
+                        rec.sender)
+            item = await self._accept_notice(event, v, self.state.received(rec.notice_id), now)
+            if item is not None:
+                opened.append(item)
+        return opened
+
+    def unopened(self) -> list[UnopenedNotice]:
+        """Notices to this desk kept because they could not be opened, with the reason."""
+        return [UnopenedNotice(r.notice_id, r.sender, r.severity, r.status, r.created_at,
+                               r.code, r.reason, r.first_at, r.last_at, r.attempts)
+                for r in self.state.unopened()]
+
+    async def _accept_notice(self, event: Event, v: VerifiedNotice,
+                             known: ReceivedRecord | None, now: int) -> ReceivedNotice | None:
+        """Store a verified, opened notice, send its receipt; the notice to yield, or None
+        (a link test answered here, or another process stored it first)."""
         if known is not None:
             raise MalformedInput(
                 f"notice {event.notice_id.hex()} arrived again with other bytes (digest "
@@ -838,7 +1175,10 @@ class HotlineClient:
             v.attestation.at, now, v.envelope.digest, v.envelope.raw, v.signer_cert,
             v.attestation.encode(),
         )
-        if not self.state.add_received(record):
+        # add_received only moves the cursor forward: a notice opened later leaves it.
+        stored = self.state.add_received(record)
+        self.state.opened(h.notice_id)
+        if not stored:
             return None  # another process on this home stored it first
         log.info("notice.received notice_id=%s sender=%s severity=%s seq=%d",
                  h.notice_id.hex(), h.sender, h.severity, event.seq)
@@ -852,33 +1192,119 @@ class HotlineClient:
         return ReceivedNotice(v.notice, event.seq, v.attestation.at, now)
 
     async def _send_receipt(self, record: ReceivedRecord) -> bool:
-        """Send (again) the delivery receipt of a stored notice; False if it must wait."""
-        receipt = Confirmation.create(
-            "receipt", notice_id=record.notice_id, digest=record.digest,
-            sender=DeskId(record.sender), me=self.secrets, at=self._now(), random=self._random,
-        )
-        posted_at = self._now()
-        try:
-            accepted = await self.connection.send_confirmation(receipt.encode())
-            att = check_attestation(
-                accepted.attestation, await self.relay(), event="delivered",
-                notice_id=record.notice_id, digest=record.digest, desk=self.desk,
+        """Sign the delivery receipt of a stored notice once, keep it, post it (after any
+        confirmation kept before it); False if it must wait (it is posted again by
+        :meth:`retry_outbox`)."""
+        pending = self.state.pending_confirmation(record.notice_id, "receipt")
+        if pending is None:
+            receipt = Confirmation.create(
+                "receipt", notice_id=record.notice_id, digest=record.digest,
+                sender=DeskId(record.sender), me=self.secrets, at=self._now(),
+                random=self._random,
             )
-            if not accepted.duplicate:
-                self._check_skew(record.notice_id, "delivered", self.desk, att.at,
-                                 earliest=posted_at, latest=self._now())
+            pending = self.state.queue_confirmation(record.notice_id, "receipt",
+                                                    receipt.encode(), record.digest,
+                                                    record.sender, self._now())
+        if pending.state != "queued":
+            if pending.state == "sent":
+                self.state.mark_receipt_sent(record.notice_id)
+            return pending.state == "sent"
+        try:
+            await self._post_in_order(pending)
         except Exception as exc:  # whatever failed, the notice is verified and stored
-            # The notice is verified and stored: show it anyway; the receipt is retried
-            # (at the next start of events(), notices() or fetch()).
+            # The notice is verified and stored: show it anyway; the receipt is kept and
+            # posted again (at the next start, fetch, or outbox retry of a running loop).
             log.warning("receipt.deferred notice_id=%s reason=%s", record.notice_id.hex(), exc)
             return False
-        self.state.mark_receipt_sent(record.notice_id)
         return True
 
     async def _send_missing_receipts(self) -> None:
         for record in self.state.unreceipted():
             if not await self._send_receipt(record):
                 return  # the relay is not taking them now; the rest waits too
+
+    # ------------------------------------------------------------------ the outbox
+    async def _post_kept(self, pending: PendingConfirmation) -> tuple[Attestation, bool]:
+        """Post one kept confirmation; once the relay attests it, mark it sent and apply
+        it (receipt sent, notice acknowledged). Returns the attestation and whether the
+        relay had it already."""
+        event = _ATTESTED[pending.kind]
+        posted_at = self._now()
+        try:
+            accepted = await self.connection.send_confirmation(pending.body)
+        except RelayUnavailable as exc:
+            self._note_down(exc)
+            self.state.confirmation_failed(pending.id, exc.message, final=False)
+            raise
+        except RelayError as exc:
+            final = exc.status in _FINAL and exc.status not in _NOT_FINAL
+            self.state.confirmation_failed(pending.id, f"{exc.code}: {exc.detail}",
+                                           final=final)
+            raise
+        self._relay_down = None
+        att = check_attestation(
+            accepted.attestation, await self.relay(), event=event,
+            notice_id=pending.notice_id, digest=pending.digest, desk=self.desk,
+        )
+        if not accepted.duplicate:
+            self._check_skew(pending.notice_id, event, self.desk, att.at, earliest=posted_at,
+                             latest=self._now())
+        self.state.confirmation_sent(pending.id)
+        if pending.kind == "receipt":
+            self.state.mark_receipt_sent(pending.notice_id)
+        elif pending.kind == "ack":
+            self.state.mark_acked(pending.notice_id, att.at)
+        return att, accepted.duplicate
+
+    async def _post_logged(self, pending: PendingConfirmation) -> bool:
+        """Post a kept confirmation; a refusal is logged (and, if final, ends its tries);
+        RelayUnavailable is raised (it and the rest wait)."""
+        try:
+            await self._post_kept(pending)
+        except RelayUnavailable:
+            raise
+        except HotlineError as exc:
+            log.warning("outbox.refused kind=%s notice_id=%s reason=%s", pending.kind,
+                        pending.notice_id.hex(), exc.message)
+            return False
+        return True
+
+    async def _post_in_order(self, pending: PendingConfirmation) -> tuple[Attestation, bool]:
+        """Post the confirmations kept before ``pending``, then ``pending``: a desk's
+        receipts, acks and rejections reach the relay in the order it signed them."""
+        for earlier in self.state.queued_confirmations():
+            if earlier.id >= pending.id:
+                break
+            await self._post_logged(earlier)
+        return await self._post_kept(pending)
+
+    def _note_down(self, exc: RelayUnavailable) -> None:
+        self._relay_down = (self._now(), exc)
+
+    def _known_down(self) -> RelayUnavailable | None:
+        """Why the relay could not be reached, if a request found so moments ago."""
+        if self._relay_down is None:
+            return None
+        at, exc = self._relay_down
+        return exc if self._now() - at < RELAY_DOWN_MEMORY_MS else None
+
+    async def retry_outbox(self) -> int:
+        """Post what waits in the outbox, the same bytes, oldest first: notices not yet
+        accepted, then kept receipts, acks and rejections in the order they were signed.
+        Returns how many the relay took now; RelayUnavailable if it cannot be reached
+        (what was not posted waits for the next try)."""
+        taken = len(await self.resend_unconfirmed())
+        for pending in self.state.queued_confirmations():
+            taken += await self._post_logged(pending)
+        return taken
+
+    def outbox(self) -> list[OutboxItem]:
+        """What waits in this desk's outbox for the relay, oldest first (local; no relay)."""
+        items = [OutboxItem("notice", r.notice_id, r.created_at, r.recipients, r.severity,
+                            None, r.error) for r in self.state.unconfirmed()]
+        items += [OutboxItem(p.kind, p.notice_id, p.created_at, (p.peer,), None, p.attempts,
+                             p.last_error) for p in self.state.queued_confirmations()]
+        return sorted(items, key=lambda i: i.created_at)
 
     async def _resume(self, record: ReceivedRecord) -> ReceivedNotice | None:
         try:
@@ -970,6 +1396,8 @@ class HotlineClient:
         nid = self.resolve_id(notice_id)
         record = self.state.received(nid)
         if record is None:
+            if self.state.unopened(nid):
+                raise NoticeUnopened(self._unopened_text(nid))
             raise UnknownNotice(f"no notice {nid.hex()} among those this desk received")
         notice = reopen(record.envelope, record.signer_cert, record.received_at,
                         me=self.secrets, trust=self.trust)
@@ -993,6 +1421,13 @@ class HotlineClient:
                                       acked_at=record.acked_at))
         return out
 
+    def _unopened_text(self, nid: bytes) -> str:
+        (r,) = self.state.unopened(nid)
+        return (f"notice {nid.hex()} from {r.sender} [{r.severity}/{r.status}] arrived but "
+                f"cannot be opened: {r.reason}. It is kept (no receipt was sent) and tried "
+                "again whenever this desk's keys change and at each fetch (hotline inbox); "
+                "restore the key it was sealed to, or ask the sender to send it again")
+
     def mark_processed(self, notice_id: bytes | str) -> None:
         self.state.mark_processed(self.resolve_id(notice_id))
 
@@ -1013,13 +1448,20 @@ class HotlineClient:
 
     # ------------------------------------------------------------------ acknowledging
     async def ack(self, notice_id: bytes | str, message: str | None = None, *,
-                  automatic: bool = False) -> AckResult:
+                  automatic: bool = False, queue: bool = True) -> AckResult:
         """Acknowledge a received notice (signed, bound to its digest); ``message`` is
         sealed to the sender's current encryption key, so only the sender reads it.
-        ``automatic`` marks, signed, an acknowledgement no person made (a link test's)."""
+        ``automatic`` marks, signed, an acknowledgement no person made (a link test's).
+
+        The signed ack is kept before it is posted. If the relay cannot be reached, it
+        stays kept and the result is ``queued`` (it is posted by :meth:`retry_outbox`);
+        with ``queue=False`` it is withdrawn and RelayUnavailable raised instead. An ack
+        kept from before is posted again as it was (``message`` is then not used)."""
         nid = self.resolve_id(notice_id)
         record = self.state.received(nid)
         if record is None:
+            if self.state.unopened(nid):
+                raise NoticeUnopened(self._unopened_text(nid))
             raise UnknownNotice(
                 f"no notice {nid.hex()} among those this desk received: fetch it first "
                 "(hotline inbox)"
@@ -1027,24 +1469,40 @@ class HotlineClient:
         if message is not None and len(message) > MAX_ACK_MESSAGE_CHARS:
             raise UsageError(f"the ack message is {len(message)} characters; the limit is "
                              f"{MAX_ACK_MESSAGE_CHARS}")
-        sender_keys = await self.card_of(record.sender) if message is not None else None
-        ack = Confirmation.create(
-            "ack", notice_id=nid, digest=record.digest, sender=DeskId(record.sender),
-            me=self.secrets, at=self._now(), message=message, sender_keys=sender_keys,
-            random=self._random, automatic=automatic,
-        )
-        posted_at = self._now()
-        accepted = await self.connection.send_confirmation(ack.encode())
-        att = check_attestation(
-            accepted.attestation, await self.relay(), event="acknowledged", notice_id=nid,
-            digest=record.digest, desk=self.desk,
-        )
-        if not accepted.duplicate:
-            self._check_skew(nid, "acknowledged", self.desk, att.at, earliest=posted_at,
-                             latest=self._now())
-        self.state.mark_acked(nid, att.at)
+        pending = self.state.pending_confirmation(nid, "ack")
+        if pending is not None and pending.state == "failed":
+            raise UsageError(f"the relay refused this desk's acknowledgement of {nid.hex()} "
+                             f"for good: {pending.last_error}")
+        if pending is None:
+            sender_keys = None
+            if message is not None:
+                sender_keys, down = await self._card_or_contact(record.sender, queue)
+                if down is not None:
+                    self._note_down(down)
+            ack = Confirmation.create(
+                "ack", notice_id=nid, digest=record.digest, sender=DeskId(record.sender),
+                me=self.secrets, at=self._now(), message=message, sender_keys=sender_keys,
+                random=self._random, automatic=automatic,
+            )
+            pending = self.state.queue_confirmation(nid, "ack", ack.encode(), record.digest,
+                                                    record.sender, self._now())
+        down = self._known_down()
+        try:
+            if down is not None:
+                raise down  # found unreachable moments ago: do not wait for it again
+            att, duplicate = await self._post_in_order(pending)
+        except RelayUnavailable as exc:
+            if not queue:
+                self.state.drop_confirmation(pending.id)
+                raise RelayUnavailable(
+                    f"{exc.detail}; the acknowledgement of {nid.hex()} was NOT recorded by "
+                    "the relay and NOT kept (queuing was turned off)", status=exc.status,
+                    url=exc.url) from exc
+            self.state.mark_processed(nid)
+            log.warning("ack.queued notice_id=%s reason=%s", nid.hex(), exc.message)
+            return AckResult(nid, None, None, queued=True, reason=exc.message)
         log.info("notice.acknowledged notice_id=%s sender=%s", nid.hex(), record.sender)
-        return AckResult(nid, att.at, att, accepted.duplicate)
+        return AckResult(nid, att.at, att, duplicate)
 
     # ------------------------------------------------------------------ status
     async def status(self, notice_id: bytes | str) -> NoticeStatusView:

@@ -320,6 +320,15 @@ class RelayConnection:
 
     # ------------------------------------------------------------------ relay identity
     @property
+    def stream_open(self) -> bool:
+        """Whether the event stream is connected now."""
+        return self._stream is not None
+
+    def forget_login(self) -> None:
+        """Log in again at the next request (e.g. to present a new card after new keys)."""
+        self._login = None
+
+    @property
     def relay_card(self) -> RelayCard | None:
         """The pinned relay card, once checked in this process (or loaded from the pin)."""
         return self._relay or self._pin.load()

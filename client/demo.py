@@ -199,7 +199,8 @@ async def _conversation(base: Path, relay: DemoRelay) -> None:
             systems=(AiSystem("FrontierX-3", "rc2", "Example Lab"),),
             countries=("us", "cn"), actions=("Block the listed mirrors",),
             contact="us.caisi duty officer")
-        sent = await us.send(to=["cn.cac"], severity="critical", notice=leak)
+        sent = await us.send(to=["cn.cac"], severity="critical", notice=leak, queue=False)
+        assert sent.accepted_at is not None  # queue=False: accepted, or an exception
         print(f"\n4. us.caisi sends a CRITICAL notice {sent.notice_id.hex()[:12]}...; the relay")
         print(f"   accepted it at {_hms(sent.accepted_at)} (a signed, fsynced attestation).")
         for item in await cn.fetch():
@@ -207,7 +208,9 @@ async def _conversation(base: Path, relay: DemoRelay) -> None:
                 print("   cn.cac received, verified and decrypted it: "
                       f"\"{safe(item.report.title)}\"")
                 print("   (its client sent a signed delivery receipt automatically)")
-        ack = await cn.ack(sent.notice_id, message="Seen. Blocking mirrors in our region.")
+        ack = await cn.ack(sent.notice_id, message="Seen. Blocking mirrors in our region.",
+                           queue=False)
+        assert ack.acknowledged_at is not None
         print(f"   cn.cac acknowledged it at {_hms(ack.acknowledged_at)}, with a message "
               "only us.caisi can read.")
         for item in await us.fetch():

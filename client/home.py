@@ -118,6 +118,16 @@ def read_document(path: str | Path, kind: str, *, max_bytes: int = 256 * 1024,
     return data if raw else dearmor(kind, data)
 
 
+@dataclass(frozen=True, slots=True)
+class HomeVersion:
+    """The state of a home's parts, as :meth:`Home.version` sees it; compare part by part."""
+
+    keys: tuple[tuple[int, int, int], ...]
+    root: tuple[tuple[int, int, int], ...]
+    revocations: tuple[int, tuple[str, ...]]
+    contacts: tuple[int, tuple[str, ...]]
+
+
 @dataclass
 class Home:
     path: Path
@@ -251,11 +261,37 @@ class Home:
         """Changes whenever a file is added to, renamed into or removed from revocations/
         (the folder's modification time and names), so a running process reads it only
         then."""
-        rev_dir = self.file("revocations")
+        return self._folder_version("revocations")
+
+    def _folder_version(self, name: str) -> tuple[int, tuple[str, ...]]:
+        folder = self.file(name)
         try:
-            return rev_dir.stat().st_mtime_ns, tuple(sorted(os.listdir(rev_dir)))
+            return folder.stat().st_mtime_ns, tuple(sorted(os.listdir(folder)))
         except OSError:
             return 0, ()
+
+    def _files_version(self, *names: str) -> tuple[tuple[int, int, int], ...]:
+        """Each file's (inode, size, modification time): every write here is atomic (a new
+        file renamed into place), so a rewrite always changes the inode."""
+        out = []
+        for name in names:
+            try:
+                st = self.file(name).stat()
+                out.append((st.st_ino, st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append((0, 0, 0))
+        return tuple(out)
+
+    def version(self) -> HomeVersion:
+        """What a running process compares to learn that the home changed under it (``keys
+        rotate``, ``keys install``, ``revocations add``, ``contacts add``, ``federation
+        pin``): a few stat calls, no file is read."""
+        return HomeVersion(
+            keys=self._files_version("desk.key", "ek-certs", "desk.cert"),
+            root=self._files_version("root"),
+            revocations=self.revocations_version(),
+            contacts=self._folder_version("contacts"),
+        )
 
     def keep_revocation(self, rev: Revocation) -> None:
         self.write(f"revocations/{rev.desk}-{rev.ik_kid.hex()}.rev", rev.encode())
@@ -279,4 +315,5 @@ def _toml_str(value: str) -> str:
     return f'"{escaped}"'
 
 
-__all__ = ["Home", "KeyFileError", "now_ms", "read_document", "read_passphrase", "resolve_home"]
+__all__ = ["Home", "HomeVersion", "KeyFileError", "now_ms", "read_document", "read_passphrase",
+           "resolve_home"]

@@ -16,22 +16,70 @@ from keys.report import IncidentReport
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
+    """What became of a send. Either the relay accepted the notice (``accepted_at`` and
+    its signed ``attestation``), or ``queued``: the notice is sealed and kept in this
+    desk's outbox, NOT at the relay (``reason`` says why), and is posted, the same bytes,
+    by the next client run or a running event loop."""
+
     notice_id: bytes
-    #: The relay's signed acceptance time (UTC ms).
-    accepted_at: int
-    attestation: Attestation
+    #: The relay's signed acceptance time (UTC ms); None while queued.
+    accepted_at: int | None
+    attestation: Attestation | None
     #: The relay had this notice already (a resend of the same bytes).
     duplicate: bool = False
     #: Set when the relay's signed time is off this client's clock beyond the allowed skew.
     clock_skew: ClockSkewWarning | None = None
+    #: Not delivered: kept in the outbox for a later try.
+    queued: bool = False
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class AckResult:
+    """What became of an acknowledgement: recorded by the relay (``acknowledged_at``, its
+    signed ``attestation``), or ``queued``: signed and kept in this desk's outbox, NOT yet
+    at the relay (``reason``), posted by the next client run or a running event loop."""
+
     notice_id: bytes
-    acknowledged_at: int
-    attestation: Attestation
+    acknowledged_at: int | None
+    attestation: Attestation | None
     duplicate: bool = False
+    queued: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxItem:
+    """Something signed that waits in this desk's outbox for the relay: a sealed notice
+    (``kind="notice"``, ``peers`` its recipients) or a receipt, ack or rejection of a
+    received notice (``peers`` its sender). ``error``: why the last try failed."""
+
+    kind: str
+    notice_id: bytes
+    created_at: int
+    peers: tuple[str, ...]
+    severity: str | None = None
+    attempts: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnopenedNotice:
+    """A notice to this desk that verified (sender's signature, the relay's acceptance)
+    but could not be opened, e.g. sealed to an encryption key this desk does not hold
+    (yet). It is kept, never receipted or marked seen, and tried again whenever the desk's
+    keys change and at each fetch. Only its signed header is known."""
+
+    notice_id: bytes
+    sender: str
+    severity: str
+    status: str
+    created_at: int
+    code: str
+    reason: str
+    first_at: int
+    last_at: int
+    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +172,8 @@ class NoticeRejected:
     code: str
     reason: str
     reported: str | None = None
+    #: The notice is kept unopened (see :class:`UnopenedNotice`) and tried again.
+    kept: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +261,11 @@ class UnknownNotice(UsageError):
     code = "unknown_notice"
 
 
+class NoticeUnopened(UnknownNotice):
+    """The notice arrived and is kept, but this desk cannot open it (the message says why)."""
+
+    code = "notice_unopened"
+
 
 __all__ = [
     "AckResult",
@@ -220,10 +275,13 @@ __all__ = [
     "Item",
     "NoticeRejected",
     "NoticeRejectedByRecipient",
+    "NoticeUnopened",
+    "OutboxItem",
     "ReceivedNotice",
     "SendResult",
     "StatusMismatch",
     "UnknownDesk",
     "UnknownNotice",
+    "UnopenedNotice",
     "WatchdogOverdue",
 ]

@@ -15,6 +15,12 @@ What it remembers, and why:
 * **rejected**: events that failed verification, for the operator to look at.
 * **warnings**: relay-signed times that disagreed with this client's clock by more than the
   allowed skew, kept until an event loop shows them.
+* **pending_confirmations** (v3): signed receipts, acks and rejections, written durably
+  *before* they are posted and kept until the relay attests them, so one that could not be
+  delivered (the relay down) is posted, the same bytes, by a later run, in order.
+* **unopened** (v3): notices addressed to this desk that verified up to decryption but are
+  sealed to an encryption key this desk does not hold (yet): kept with the reason, shown,
+  and tried again whenever the desk's keys change; never receipted while unopened.
 
 Times the client judges by are its own: ``outbox.sent_at`` (when the relay's acceptance
 arrived, the watchdog's start), ``received.received_at`` and ``confirmations.received_at``
@@ -40,7 +46,7 @@ from keys.errors import UsageError
 from keys.keyfile import ensure_private_dir
 
 DB_NAME = "client.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: How long a write waits for another process (a second CLI on the same home) to commit.
 BUSY_TIMEOUT_MS = 10_000
 
@@ -131,6 +137,38 @@ CREATE TABLE warnings (
     shown       INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX warnings_pending ON warnings (shown, id);
+""",
+    3: """
+CREATE TABLE pending_confirmations (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    notice_id   BLOB NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('receipt', 'ack', 'rejection')),
+    body        BLOB NOT NULL,
+    digest      BLOB NOT NULL,
+    peer        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('queued', 'sent', 'failed')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    UNIQUE (notice_id, kind)
+);
+CREATE INDEX pending_confirmations_state ON pending_confirmations (state, id);
+CREATE TABLE unopened (
+    notice_id   BLOB PRIMARY KEY,
+    seq         INTEGER NOT NULL,
+    sender      TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    envelope    BLOB NOT NULL,
+    attestation BLOB NOT NULL,
+    signer_cert BLOB NOT NULL,
+    code        TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    first_at    INTEGER NOT NULL,
+    last_at     INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 1
+);
 """,
 }
 
@@ -227,6 +265,71 @@ class WarningRecord:
     desk: str
     attested_at: int
     local_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class PendingConfirmation:
+    """A signed receipt, ack or rejection kept until the relay attests it (``state``
+    ``queued``), ``sent`` once it did, ``failed`` if the relay refused it for good.
+    ``peer`` is the notice's sender (to whom it is addressed)."""
+
+    id: int
+    notice_id: bytes
+    kind: str
+    body: bytes
+    digest: bytes
+    peer: str
+    created_at: int
+    state: str = "queued"
+    attempts: int = 0
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnopenedRecord:
+    """A notice to this desk that could not be opened (``code``, ``reason``), with what it
+    takes to try again: the event's envelope, the relay's acceptance and the sender's
+    certificate as they arrived."""
+
+    notice_id: bytes
+    seq: int
+    sender: str
+    severity: str
+    status: str
+    created_at: int
+    envelope: bytes
+    attestation: bytes
+    signer_cert: bytes
+    code: str
+    reason: str
+    first_at: int
+    last_at: int
+    attempts: int = 1
+
+
+_SELECT_PENDING = (
+    "SELECT id, notice_id, kind, body, digest, peer, created_at, state, attempts, last_error "
+    "FROM pending_confirmations"
+)
+_SELECT_UNOPENED = (
+    "SELECT notice_id, seq, sender, severity, status, created_at, envelope, attestation, "
+    "signer_cert, code, reason, first_at, last_at, attempts FROM unopened"
+)
+
+
+def _pending(row: Any) -> PendingConfirmation:
+    (pid, nid, kind, body, digest, peer, created, state, attempts, error) = row
+    return PendingConfirmation(int(pid), bytes(nid), str(kind), bytes(body), bytes(digest),
+                               str(peer), int(created), str(state), int(attempts),
+                               None if error is None else str(error))
+
+
+def _unopened(row: Any) -> UnopenedRecord:
+    (nid, seq, sender, severity, status, created, envelope, att, cert, code, reason, first,
+     last, attempts) = row
+    return UnopenedRecord(bytes(nid), int(seq), str(sender), str(severity), str(status),
+                          int(created), bytes(envelope), bytes(att), bytes(cert), str(code),
+                          str(reason), int(first), int(last), int(attempts))
 
 
 _SELECT_RECEIVED = (
@@ -429,7 +532,8 @@ class ClientState:
         """Ids of received or sent notices whose hex starts with ``prefix``."""
         prefix = prefix.lower()
         out: list[bytes] = []
-        for sql in ("SELECT notice_id FROM received", "SELECT notice_id FROM outbox"):
+        for sql in ("SELECT notice_id FROM received", "SELECT notice_id FROM outbox",
+                    "SELECT notice_id FROM unopened"):
             for (nid,) in self._db.execute(sql):
                 if bytes(nid).hex().startswith(prefix) and bytes(nid) not in out:
                     out.append(bytes(nid))
@@ -578,6 +682,79 @@ class ClientState:
         )
         return [RejectedRecord(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows]
 
+    # ------------------------------------------------------------------ pending confirmations
+    def queue_confirmation(self, notice_id: bytes, kind: str, body: bytes, digest: bytes,
+                           peer: str, created_at: int) -> PendingConfirmation:
+        """Durably keep a signed receipt, ack or rejection before it is posted. One of a
+        kind per notice: if one is kept already, that one (its bytes may be at the relay)
+        is returned, whatever its state."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO pending_confirmations (notice_id, kind, body, digest, "
+                "peer, created_at, state) VALUES (?, ?, ?, ?, ?, ?, 'queued')",
+                (notice_id, kind, body, digest, peer, created_at))
+        found = self.pending_confirmation(notice_id, kind)
+        assert found is not None
+        return found
+
+    def pending_confirmation(self, notice_id: bytes, kind: str) -> PendingConfirmation | None:
+        row = self._db.execute(_SELECT_PENDING + " WHERE notice_id = ? AND kind = ?",
+                               (notice_id, kind)).fetchone()
+        return _pending(row) if row else None
+
+    def queued_confirmations(self) -> list[PendingConfirmation]:
+        """Signed confirmations not yet attested by the relay, in the order they were made."""
+        rows = self._db.execute(_SELECT_PENDING + " WHERE state = 'queued' ORDER BY id")
+        return [_pending(r) for r in rows]
+
+    def confirmation_sent(self, pid: int) -> None:
+        self._update("UPDATE pending_confirmations SET state = 'sent', last_error = NULL, "
+                     "attempts = attempts + 1 WHERE id = ?", (pid,))
+
+    def confirmation_failed(self, pid: int, error: str, *, final: bool) -> None:
+        """A try failed (``final``: the relay refused it for good; stop trying)."""
+        self._update("UPDATE pending_confirmations SET attempts = attempts + 1, last_error = ?, "
+                     "state = CASE WHEN ? THEN 'failed' ELSE state END WHERE id = ?",
+                     (error[:500], int(final), pid))
+
+    def drop_confirmation(self, pid: int) -> None:
+        """Withdraw a queued confirmation (the caller asked not to queue it)."""
+        self._update("DELETE FROM pending_confirmations WHERE id = ? AND state = 'queued'",
+                     (pid,))
+
+    def note_attempt(self, notice_id: bytes, error: str) -> None:
+        """A post of an outbox notice failed for a reason that may pass."""
+        self._update("UPDATE outbox SET error = ? WHERE notice_id = ? AND state = 'unconfirmed'",
+                     (error[:500], notice_id))
+
+    # ------------------------------------------------------------------ unopened notices
+    def add_unopened(self, record: UnopenedRecord) -> None:
+        """Keep a notice that could not be opened, and move the cursor past its event; a
+        second failure of the same notice updates the reason and counts the attempt."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO unopened (notice_id, seq, sender, severity, status, created_at, "
+                "envelope, attestation, signer_cert, code, reason, first_at, last_at, attempts)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (notice_id) DO "
+                "UPDATE SET code = excluded.code, reason = excluded.reason, "
+                "last_at = excluded.last_at, attempts = unopened.attempts + 1",
+                (record.notice_id, record.seq, record.sender, record.severity, record.status,
+                 record.created_at, record.envelope, record.attestation, record.signer_cert,
+                 record.code, record.reason[:1000], record.first_at, record.last_at))
+            self._advance(db, record.seq)
+
+    def unopened(self, notice_id: bytes | None = None) -> list[UnopenedRecord]:
+        """Notices kept unopened (that one only, with ``notice_id``), in stream order."""
+        if notice_id is None:
+            rows = self._db.execute(_SELECT_UNOPENED + " ORDER BY seq")
+        else:
+            rows = self._db.execute(_SELECT_UNOPENED + " WHERE notice_id = ?", (notice_id,))
+        return [_unopened(r) for r in rows]
+
+    def opened(self, notice_id: bytes) -> None:
+        """The notice opened after all (it is now among the received ones)."""
+        self._update("DELETE FROM unopened WHERE notice_id = ?", (notice_id,))
+
     # ------------------------------------------------------------------ warnings
     def add_warning(self, record: WarningRecord) -> None:
         """Keep a warning until an event loop shows it."""
@@ -615,8 +792,10 @@ __all__ = [
     "ClientState",
     "ConfirmationRecord",
     "OutboxRecord",
+    "PendingConfirmation",
     "ReceivedRecord",
     "RejectedRecord",
     "RelayEventRecord",
+    "UnopenedRecord",
     "WarningRecord",
 ]

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from client.cli import outbox_cmd
 from client.cli.common import COMMON, iso, print_json
 from client.cli.safe_text import SafeFormatter, block, line
 from client.client import (
@@ -29,7 +30,12 @@ from client.client import (
     UnknownNotice,
 )
 from client.home import now_ms
-from client.items import ClockSkewWarning, NoticeRejectedByRecipient, WatchdogOverdue
+from client.items import (
+    ClockSkewWarning,
+    NoticeRejectedByRecipient,
+    UnopenedNotice,
+    WatchdogOverdue,
+)
 from client.verify import NoticeStatusView, Step
 from keys.errors import UsageError
 from keys.ids import SEVERITIES, STATUSES
@@ -82,6 +88,7 @@ def register(groups: Any) -> None:
                    help="use this notice id (32 hex digits): sending again with the same id "
                         "never duplicates the notice")
     p.add_argument("--json", action="store_true")
+    outbox_cmd.add_queue_options(p)
     p.set_defaults(run=cmd_send)
 
     p = groups.add_parser("reply", parents=parents,
@@ -94,6 +101,7 @@ def register(groups: Any) -> None:
     p.add_argument("--summary", default="")
     p.add_argument("--attach", action="append", default=[], metavar="FILE")
     p.add_argument("--json", action="store_true")
+    outbox_cmd.add_queue_options(p)
     p.set_defaults(run=cmd_reply)
 
     p = groups.add_parser("inbox", parents=parents,
@@ -113,6 +121,7 @@ def register(groups: Any) -> None:
     p.add_argument("id", help="notice id (or a unique prefix of 6+ hex digits)")
     p.add_argument("--message", help="a short message, readable only by the sender")
     p.add_argument("--json", action="store_true")
+    outbox_cmd.add_queue_options(p)
     p.set_defaults(run=cmd_ack)
 
     p = groups.add_parser("watch", parents=parents,
@@ -162,6 +171,7 @@ def _client(args: argparse.Namespace) -> HotlineClient:
         passphrase_file=getattr(args, "passphrase_file", None),
         relays=getattr(args, "relay", None) or None,
         on_relay_pinned=_pinned,
+        policy=outbox_cmd.policy_for(args),
     )
 
 
@@ -282,8 +292,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     report = build_report(args, now_ms())
     result = _run(args, lambda c: c.send(
         to=args.to, severity=args.severity, notice=report, status=args.status,
-        in_reply_to=args.in_reply_to, notice_id=args.notice_id,
+        in_reply_to=args.in_reply_to, notice_id=args.notice_id, queue=outbox_cmd.queue_for(args),
     ))
+    if result.queued or result.accepted_at is None:
+        return outbox_cmd.report_queued_send(args, result)
     if args.json:
         print_json({"notice_id": result.notice_id.hex(), "accepted_at": iso8601(result.accepted_at),
                     "duplicate": result.duplicate, "to": sorted(args.to)})
@@ -308,9 +320,12 @@ def cmd_reply(args: argparse.Namespace) -> int:
             aware_at=now_ms(), tlp=original.report.tlp, lang=original.report.lang,
             references=(Reference(original.notice_id, "reply"),),
             attachments=tuple(_attachment(f) for f in args.attach)).validate()
-        return original, await client.reply(original.notice_id, report)
+        return original, await client.reply(original.notice_id, report,
+                                            queue=outbox_cmd.queue_for(args))
 
     original, result = _run(args, body)
+    if result.queued or result.accepted_at is None:
+        return outbox_cmd.report_queued_send(args, result, "reply")
     if args.json:
         print_json({"notice_id": result.notice_id.hex(), "in_reply_to": original.notice_id.hex(),
                     "to": original.sender, "accepted_at": iso8601(result.accepted_at)})
@@ -327,9 +342,12 @@ def cmd_inbox(args: argparse.Namespace) -> int:
             for item in await client.fetch():
                 if not isinstance(item, ReceivedNotice):
                     print(f"hotline: {_line(item)}", file=sys.stderr)
+        unopened[:] = client.unopened()
         return client.inbox(include_acked=args.all)
 
+    unopened: list[UnopenedNotice] = []
     notices = _run(args, body)
+    _print_unopened(unopened, args.json)
     for n in notices:
         if args.json:
             print_json(_notice_json(n))
@@ -338,9 +356,23 @@ def cmd_inbox(args: argparse.Namespace) -> int:
             print(f"{n.notice_id.hex()}  {line(n.sender):<14} {line(n.severity):<8} "
                   f"{line(n.status):<8} {iso(n.received_at)}  {acked:<9}  "
                   f"{line(_clip(n.report.title, 60))}")
-    if not notices and not args.json:
+    if not notices and not unopened and not args.json:
         print("no notices" if args.all else "no unacknowledged notices", file=sys.stderr)
     return 0
+
+
+def _print_unopened(unopened: list[UnopenedNotice], as_json: bool) -> None:
+    """Notices that arrived but cannot be opened: listed first, with the reason."""
+    for u in unopened:
+        if as_json:
+            print_json({"notice_id": u.notice_id.hex(), "sender": u.sender,
+                        "severity": u.severity, "status": u.status, "unopened": True,
+                        "code": u.code, "reason": u.reason,
+                        "received_at": iso8601(u.first_at), "attempts": u.attempts})
+        else:
+            print(f"{u.notice_id.hex()}  {line(u.sender):<14} {line(u.severity):<8} "
+                  f"{line(u.status):<8} {iso(u.first_at)}  CANNOT OPEN: {line(u.reason)} "
+                  "(kept; tried again when this desk's keys change)")
 
 
 def _file_name(name: str) -> str:
@@ -454,7 +486,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
-    result = _run(args, lambda c: c.ack(args.id, message=args.message))
+    result = _run(args, lambda c: c.ack(args.id, message=args.message,
+                                        queue=outbox_cmd.queue_for(args)))
+    if result.queued or result.acknowledged_at is None:
+        return outbox_cmd.report_queued_ack(args, result)
     if args.json:
         print_json({"notice_id": result.notice_id.hex(),
                     "acknowledged_at": iso8601(result.acknowledged_at),

@@ -17,6 +17,7 @@ from client.cli import (
     drill_cmd,
     keys_cmd,
     ops_cmd,
+    outbox_cmd,
     relay_cmd,
     witness_cmd,
 )
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     groups = parser.add_subparsers(dest="group", metavar="COMMAND", required=True)
     desk_cmd.register(groups)
+    outbox_cmd.register(groups)
     keys_cmd.register(groups)
     authority_cmd.register(groups)
     relay_cmd.register(groups)

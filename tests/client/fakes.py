@@ -14,6 +14,9 @@ lie a relay could tell the client:
 * ``status_drop_recipients``, ``status_severity``, ``status_status``: answer status
   requests without those recipients, or with another severity or status;
 * :meth:`FakeRelay.resolve`: sign a "resolved" for a recipient that never acknowledged.
+
+``FakeConnection.down`` makes the relay unreachable: every request raises RelayUnavailable
+(``requests_while_down`` counts them), as the real connection does after its retries.
 """
 
 from __future__ import annotations
@@ -160,6 +163,17 @@ class FakeConnection:
     posted: list[bytes] = field(default_factory=list)
     confirmations: list[bytes] = field(default_factory=list)
     closed: bool = False
+    #: While True every request fails as if the relay could not be reached.
+    down: bool = False
+    requests_while_down: int = 0
+    #: Cards this desk gave the relay with PUT /v1/cards/{desk}.
+    published: list[bytes] = field(default_factory=list)
+
+    def _check(self) -> None:
+        if self.down:
+            self.requests_while_down += 1
+            raise RelayUnavailable("GET /v1/relay failed 6 times; last: connection refused "
+                                   "(scripted)")
 
     @property
     def relay_card(self) -> RelayCard:
@@ -169,6 +183,7 @@ class FakeConnection:
         return self.relay.card
 
     async def get_card(self, desk: str) -> bytes | None:
+        self._check()
         return self.relay.cards.get(desk)
 
     @property
@@ -176,9 +191,11 @@ class FakeConnection:
         return self.urls[0]
 
     async def revocations(self) -> list[bytes]:
+        self._check()
         return list(self.relay.revocations)
 
     async def post_notice(self, raw: bytes) -> Accepted:
+        self._check()
         self.posted.append(raw)
         if self.post_error is not None:
             raise self.post_error
@@ -194,23 +211,34 @@ class FakeConnection:
         return await self.post_confirmation(raw)
 
     async def post_confirmation(self, raw: bytes) -> Accepted:
+        self._check()
         self.confirmations.append(raw)
         return self.relay.confirm(raw)
 
     async def inbox(self, after: int, limit: int = 100) -> InboxPage:
+        self._check()
         events = [e for e in self.relay.streams[self.desk] if e.seq > after]
         page = events[:limit]
         return InboxPage(tuple(page), page[-1].seq if page else after, len(events) > limit)
 
+    async def put_card(self, desk: str, card: bytes) -> bool:
+        self._check()
+        self.published.append(card)
+        self.relay.cards[desk] = card
+        return True
+
     async def events(self, cursor: Callable[[], int]) -> AsyncGenerator[Event, None]:
         """The stream as it is now (a live stream would then wait; this one ends)."""
+        self._check()
         for event in [e for e in self.relay.streams[self.desk] if e.seq > cursor()]:
             yield event
 
     async def get_status(self, notice_id: bytes) -> NoticeStatus:
+        self._check()
         return self.relay.status(notice_id)
 
     async def get_notice(self, notice_id: bytes) -> bytes:
+        self._check()
         return self.relay.notices[notice_id].raw
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from client.state import (
+    _MIGRATIONS,
     _SCHEMA,
     SCHEMA_VERSION,
     ClientState,
@@ -175,4 +176,33 @@ def test_v1_database_is_migrated_in_place(tmp_path: Path) -> None:
         assert [w.attested_at for w in state.take_warnings()] == [0]
         assert state.take_warnings() == [] and len(state.warnings()) == 1
     version = sqlite3.connect(home / "client.db").execute("PRAGMA user_version").fetchone()
-    assert version == (SCHEMA_VERSION,) == (2,)
+    assert version == (SCHEMA_VERSION,) == (3,)
+
+
+def test_v2_database_is_migrated_in_place_with_kept_confirmations_and_unopened_notices(
+        tmp_path: Path) -> None:
+    """A client.db of schema v2 keeps its rows and gains the outbox of signed confirmations
+    and the table of notices kept unopened."""
+    home = tmp_path / "home"
+    home.mkdir()
+    db = sqlite3.connect(home / "client.db")
+    db.executescript(_SCHEMA + _MIGRATIONS[2] + "PRAGMA user_version=2;")
+    db.execute("INSERT INTO outbox (notice_id, envelope, digest, recipients, severity, status,"
+               " created_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (b"n" * 16, b"env", b"d" * 32, '["cn.cac"]', "high", "actual", 10,
+                "unconfirmed"))
+    db.commit()
+    db.close()
+    with ClientState.in_home(home) as state:
+        assert [r.notice_id for r in state.unconfirmed()] == [b"n" * 16]
+        kept = state.queue_confirmation(b"m" * 16, "ack", b"signed", b"d" * 32, "us.caisi", 5)
+        again = state.queue_confirmation(b"m" * 16, "ack", b"other", b"d" * 32, "us.caisi", 6)
+        assert again == kept and kept.body == b"signed" and kept.state == "queued"
+        state.confirmation_failed(kept.id, "down", final=False)
+        (waiting,) = state.queued_confirmations()
+        assert waiting.attempts == 1 and waiting.last_error == "down"
+        state.confirmation_sent(kept.id)
+        assert state.queued_confirmations() == []
+        assert state.unopened() == []
+    version = sqlite3.connect(home / "client.db").execute("PRAGMA user_version").fetchone()
+    assert version == (3,)
