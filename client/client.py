@@ -224,8 +224,9 @@ HOME_CHECK_MS = 1_000
 #: Backoff of a running event loop's outbox retries while the relay cannot be reached.
 OUTBOX_RETRY_MIN_MS = 2_000
 OUTBOX_RETRY_MAX_MS = 60_000
-#: After a request found the relay unreachable, a send or ack in the same process within
-#: this time does not wait for it again: it seals from contacts and queues at once.
+#: After the start's outbox retry or a send's card lookup found the relay unreachable, a
+#: send or ack in the same process within this time does not wait for it again (one
+#: command waits once): it seals from contacts and queues at once.
 RELAY_DOWN_MEMORY_MS = 30_000
 #: The code of a notice sealed to an encryption key this desk does not hold.
 UNKNOWN_EK = "unknown_encryption_key"
@@ -394,6 +395,7 @@ class HotlineClient:
         try:
             await self.retry_outbox()
         except RelayUnavailable as exc:
+            self._note_down(exc)  # a send or ack right after this does not wait again
             log.warning("outbox.resend_deferred reason=%s", exc.message)
 
     async def close(self) -> None:
@@ -732,7 +734,8 @@ class HotlineClient:
                 raise down  # found unreachable moments ago: do not wait for it again
             accepted = await self.connection.post_notice(record.envelope)
         except RelayUnavailable as exc:
-            self._note_down(exc)
+            if queue is not None:
+                self._note_down(exc)
             if queue is False:
                 self.state.mark_failed(nid, f"withdrawn, never accepted: {exc.message}")
                 raise RelayUnavailable(
@@ -1233,7 +1236,6 @@ class HotlineClient:
         try:
             accepted = await self.connection.send_confirmation(pending.body)
         except RelayUnavailable as exc:
-            self._note_down(exc)
             self.state.confirmation_failed(pending.id, exc.message, final=False)
             raise
         except RelayError as exc:
