@@ -162,3 +162,25 @@ async def test_running_client_picks_up_a_newly_pinned_root_and_new_contacts(
             await cn.card_of("us.caisi")
     finally:
         await cn.close()
+
+
+async def test_notice_sealed_to_a_key_not_held_makes_the_client_read_its_keys_again(
+        tmp_path: Path, fed: Federation, fake_relay: FakeRelay) -> None:
+    """The home's change went unnoticed (a copy that kept the files' times, a coarse
+    clock): a notice sealed to a key the client does not hold makes it read its keys
+    again, and the notice opens."""
+    from keys import Envelope
+
+    home = _desk_home(fed, "cn.cac", tmp_path / "cn.cac")
+    cn = _client(home, fake_relay, "cn.cac")
+    try:
+        pair, cert = _new_key(fed, "cn.cac")
+        _rotate(home, pair, cert)
+        cn._keys_read = home.version().keys  # as if the change had been seen already
+        env = Envelope.decode(_seal_to(fed, DeskCard(fed.desks["cn.cac"].card.cert, (cert,))))
+        _push_notice(fake_relay, "cn.cac", env)
+        items = await cn.fetch()
+        assert [i.notice_id for i in items if isinstance(i, ReceivedNotice)] == [env.notice_id]
+        assert cn.unopened() == []
+    finally:
+        await cn.close()

@@ -76,7 +76,7 @@ async def test_key_rotated_under_a_running_client_reaches_senders_and_opens_new_
         loop = asyncio.create_task(run())
         try:
             async def connected() -> bool:
-                return bool(getattr(cn.connection, "stream_open", False))
+                return any(e.get("desk") == "cn.cac" for e in relay.events("stream.opened"))
 
             await _until(connected, "the stream opens")
             with fast_kdf_env():
