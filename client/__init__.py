@@ -27,6 +27,7 @@ from client.connection import (
     RelayUnavailable,
     RetryPolicy,
 )
+from client.items import NoticeUnopened, OutboxItem, UnopenedNotice
 from client.state import ClientState
 from client.sync import HotlineSync
 from client.verify import NoticeStatusView, RecipientView, Step
@@ -42,6 +43,8 @@ __all__ = [
     "Item",
     "NoticeRejected",
     "NoticeStatusView",
+    "NoticeUnopened",
+    "OutboxItem",
     "ReceivedNotice",
     "RecipientView",
     "RelayConnection",
@@ -54,5 +57,6 @@ __all__ = [
     "Step",
     "UnknownDesk",
     "UnknownNotice",
+    "UnopenedNotice",
     "WatchdogOverdue",
 ]

@@ -21,6 +21,7 @@ from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 from client.client import AckResult, HotlineClient, Item, ReceivedNotice, SendResult
+from client.items import OutboxItem
 from client.verify import NoticeStatusView
 from keys.errors import UsageError
 from keys.report import IncidentReport
@@ -91,9 +92,11 @@ class HotlineSync:
         in_reply_to: bytes | str | None = None,
         *,
         notice_id: bytes | str | None = None,
+        queue: bool = True,
     ) -> SendResult:
+        """See :meth:`HotlineClient.send`: ``result.queued`` means NOT at the relay yet."""
         return self._call(self.client.send(to, severity, notice, status, in_reply_to,
-                                           notice_id=notice_id))
+                                           notice_id=notice_id, queue=queue))
 
     def inbox(self, *, fetch: bool = True, include_acked: bool = False) -> list[ReceivedNotice]:
         """Fetch what the relay has for this desk (verifying each notice and sending its
@@ -107,8 +110,17 @@ class HotlineSync:
         """Handle the events available now; return them (notices, receipts, acks, ...)."""
         return self._call(self.client.fetch())
 
-    def ack(self, notice_id: bytes | str, message: str | None = None) -> AckResult:
-        return self._call(self.client.ack(notice_id, message))
+    def ack(self, notice_id: bytes | str, message: str | None = None, *,
+            queue: bool = True) -> AckResult:
+        """See :meth:`HotlineClient.ack`: ``result.queued`` means NOT at the relay yet."""
+        return self._call(self.client.ack(notice_id, message, queue=queue))
+
+    def outbox(self) -> list[OutboxItem]:
+        """What waits in this desk's outbox for the relay (local)."""
+        return self.client.outbox()
+
+    def retry_outbox(self) -> int:
+        return self._call(self.client.retry_outbox())
 
     def status(self, notice_id: bytes | str) -> NoticeStatusView:
         return self._call(self.client.status(notice_id))

@@ -116,7 +116,7 @@ async def test_notice_sealed_to_a_key_not_held_is_kept_shown_unreceipted_then_op
         (kept,) = cn.unopened()
         assert kept.notice_id == env.notice_id and kept.sender == "us.caisi"
         assert kept.severity == "critical" and "does not hold" in kept.reason
-        with pytest.raises(NoticeUnopened, match="cannot be opened: .*does not hold"):
+        with pytest.raises(NoticeUnopened, match=r"cannot be opened: .*does not hold"):
             cn.received(env.notice_id.hex())
         assert fake_relay.confirmations == {}  # no receipt: nobody has read it
         assert cn.state.cursor() == fake_relay.seq  # the stream is not stalled

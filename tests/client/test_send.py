@@ -8,7 +8,7 @@ import nacl.signing
 import pytest
 
 from client.client import UnknownDesk
-from client.connection import RelayError, RelayUnavailable
+from client.connection import RelayError
 from keys import (
     BadSignature,
     Confirmation,
