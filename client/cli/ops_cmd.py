@@ -12,7 +12,7 @@ from typing import Any
 
 import nacl.signing
 
-from client.cli.common import COMMON, home_of
+from client.cli.common import COMMON, home_of, need
 from client.cli.safe_text import line as safe_line
 from client.home import now_ms, read_passphrase
 from client.ops import OpsClient
@@ -77,6 +77,8 @@ def _limits() -> Any:
 
 def _client(args: argparse.Namespace) -> OpsClient:
     home = home_of(args)
+    need(home, "operator.key", "operator key", "run 'hotline ops init --name NAME' or pass "
+         "the operator's --home")
     passphrase = read_passphrase(getattr(args, "passphrase_file", None), what="operator key")
     name, sk = decode_signing_key(read_key_file(home.file("operator.key"), passphrase,
                                                 kind="operator"))
