@@ -737,9 +737,37 @@ def _span(ms: object) -> str:
     return f"{s} s"
 
 
+def _replies(client: HotlineClient, notice_id: bytes) -> dict[str, ReceivedNotice]:
+    """The first verified reply of each recipient to ``notice_id`` (a notice it sent back
+    with ``in_reply_to``): what meets the response deadline."""
+    out: dict[str, ReceivedNotice] = {}
+    for n in sorted(client.inbox(include_acked=True), key=lambda n: n.accepted_at):
+        if n.notice.in_reply_to == notice_id:
+            out.setdefault(str(n.sender), n)
+    return out
+
+
+def _response_text(reply: ReceivedNotice | None, policy: object, accepted_at: int | None
+                   ) -> str:
+    if reply is not None:
+        return (f"{iso(reply.accepted_at)} (verified reply {reply.notice_id.hex()[:16]}: "
+                f"{_quoted(reply.report.title, 50)})")
+    window = policy.get("response_window_ms") if isinstance(policy, dict) else None
+    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+        return "no (not required)"
+    if accepted_at is None:
+        return f"no (a reply is owed within {_span(window)})"
+    return f"no (a reply is owed by {iso(accepted_at + window)})"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    view: NoticeStatusView = _run(args, lambda c: c.status(args.id))
+    async def body(client: HotlineClient) -> tuple[NoticeStatusView, dict[str, ReceivedNotice]]:
+        view = await client.status(args.id)
+        return view, _replies(client, view.notice_id)
+
+    view, replies = _run(args, body)
     nid = view.notice_id.hex()
+    accepted_at = view.accepted.attested_at if view.accepted.verified else None
     if args.json:
         for r in view.recipients:
             print_json({
@@ -747,6 +775,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "severity": view.severity, "status": view.status,
                 "accepted": _step_json(view.accepted), "digest_matches": view.digest_matches,
                 "delivered": _step_json(r.delivered), "acknowledged": _step_json(r.acknowledged),
+                "responded": ({"at": iso8601(replies[r.desk].accepted_at),
+                               "reply": replies[r.desk].notice_id.hex(), "verified": True}
+                              if r.desk in replies else None),
                 "escalations": [_step_json(e) for e in r.escalations],
                 "rejected": _step_json(r.rejected),
                 "policy": (view.policy or {}).get(r.desk),
@@ -764,6 +795,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {line(r.desk)}:")
         print(f"    delivered:    {_step_text(r.delivered)}")
         print(f"    acknowledged: {_step_text(r.acknowledged)}")
+        response = _response_text(replies.get(r.desk), (view.policy or {}).get(r.desk),
+                                  accepted_at)
+        print(f"    responded:    {line(response)}")
         if r.rejected is not None:
             why = (f"{r.desk} could not open your notice: {r.rejected.reason}"
                    if r.rejected.verified else "")
