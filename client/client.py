@@ -177,13 +177,12 @@ def _recipient(value: str) -> DeskId:
         ) from exc
 
 
-def _content_digest(recipients: Sequence[str], severity: str, status: str,
-                    reply: bytes | None, notice: IncidentReport) -> str:
-    """What a notice id stands for. ``aware_at`` is left out: it defaults to "now", so a
-    send repeated after a failure would otherwise never match its first try."""
+def _content_digest(reply: bytes | None, notice: IncidentReport) -> str:
+    """What a notice id stands for besides its routing facts. ``aware_at`` is left out:
+    it defaults to "now", so a send repeated after a failure would never match its first
+    try."""
     report = dataclasses.replace(notice, aware_at=0).to_wire()
-    return hashlib.sha256(codec.pack([sorted(recipients), severity, status, reply,
-                                      report])).hexdigest()
+    return hashlib.sha256(codec.pack([reply, report])).hexdigest()
 
 
 def _check_same_notice(existing: OutboxRecord, recipients: Sequence[str], severity: str,
@@ -456,7 +455,7 @@ class HotlineClient:
         nid = parse_notice_id(notice_id) if notice_id is not None else None
         reply = self.resolve_id(in_reply_to) if in_reply_to is not None else None
         recipients = list(dict.fromkeys(_recipient(d) for d in to))
-        content = _content_digest(recipients, severity, status, reply, notice)
+        content = _content_digest(reply, notice)
         if nid is not None:
             existing = self.state.outbox(nid)
             if existing is not None:

@@ -398,7 +398,7 @@ def cmd_inbox(args: argparse.Namespace) -> int:
     now = now_ms()
     if notices and not args.json:
         print(f"{'notice':32}  {'from':14} {'severity':8} {'status':8} "
-              f"{'acknowledge by':23}  {'state':17}  title")
+              f"{'acknowledge by':23}  {'state':26}  title")
     for n, level in notices_and_levels:
         due = default_ack_by(n)
         if args.json:
@@ -407,12 +407,11 @@ def cmd_inbox(args: argparse.Namespace) -> int:
         else:
             if n.acked_at is not None:
                 state = "acked"
-            elif now > due:
-                state = f"OVERDUE, level {level}" if level else "OVERDUE"
             else:
-                state = "NOT ACKED"
+                state = ("NOT ACKED" + (" OVERDUE" if now > due else "")
+                         + (f" level {level}" if level else ""))
             text = (f"{n.notice_id.hex()}  {line(n.sender):<14} {line(n.severity):<8} "
-                    f"{line(n.status):<8} {iso(due):23}  {state:17}  "
+                    f"{line(n.status):<8} {iso(due):23}  {state:26}  "
                     f"{line(_clip(n.report.title, 60))}")
             print(colour(text, n.severity) if n.acked_at is None else text)
     if not notices and not args.json:

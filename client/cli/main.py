@@ -12,7 +12,7 @@ import re
 import sys
 from collections.abc import Sequence
 from importlib import metadata
-from typing import Any, ClassVar, NoReturn
+from typing import ClassVar, NoReturn
 
 from client.cli import authority_cmd, desk_cmd, keys_cmd, ops_cmd, relay_cmd, relays_cmd
 from client.cli.safe_text import line
@@ -132,19 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-
-
-def walk(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Action]]:
-    """Every (command, option) of ``parser`` and its sub-commands (for help checks)."""
-    out: list[tuple[str, argparse.Action]] = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            sub: Any
-            for sub in action.choices.values():
-                out.extend(walk(sub))
-        else:
-            out.append((parser.prog, action))
-    return out
 
 
 if __name__ == "__main__":
