@@ -794,9 +794,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {line(r.desk)}:")
         print(f"    delivered:    {_step_text(r.delivered)}")
         print(f"    acknowledged: {_step_text(r.acknowledged)}")
-        response = _response_text(replies.get(r.desk), (view.policy or {}).get(r.desk),
-                                  accepted_at)
-        print(f"    responded:    {line(response)}")
+        responded = _response_text(replies.get(r.desk), (view.policy or {}).get(r.desk),
+                                   accepted_at)
+        print(f"    responded:    {line(responded)}")
         if r.rejected is not None:
             why = (f"{r.desk} could not open your notice: {r.rejected.reason}"
                    if r.rejected.verified else "")
