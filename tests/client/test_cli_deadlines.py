@@ -13,10 +13,13 @@ from client.cli.main import main
 from client.cli.ops_cmd import escalation_line
 from client.demo import _hms as demo_times
 from client.items import EscalationEvent
-from tests.client.test_cli_desk import _env, _receive_one, desk_home  # noqa: F401 - fixtures
+from tests.client import test_cli_desk as cli_desk
 from tests.factory import NOW, Federation
 
-TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"
+# The desk-home fixtures of the desk command tests.
+_env = cli_desk._env
+desk_home = cli_desk.desk_home
+_receive_one = cli_desk._receive_one
 
 
 def test_inbox_has_a_header_a_deadline_and_an_overdue_marker(

@@ -23,8 +23,8 @@ import pytest
 
 from client.cli.main import main
 from client.client import HotlineClient
-from tests.factory import report
 from tests import relay_harness
+from tests.factory import report
 from tests.relay_harness import PASSPHRASE, TEST_ENV, RelayProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,11 +151,11 @@ def test_desk_watch_against_a_relay_that_is_not_there_says_it_is_retrying(
 
 
 class _NotARelay(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         self.send_response(404)
         self.end_headers()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
