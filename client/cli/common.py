@@ -53,7 +53,7 @@ def kdf_progress(limits: KdfLimits, what: str) -> None:
     """Say on stderr that a passphrase is being stretched, when that takes seconds
     (an authority key's Argon2id parameters take 6-8 s on a small machine)."""
     if limits.opslimit > TEST_ONLY_MINIMUM.opslimit or limits.memlimit > TEST_ONLY_MINIMUM.memlimit:
-        print(f"hotline: {what} (Argon2id, this takes a few seconds)...", file=sys.stderr,
+        print(f"hotline: {what} (Argon2id, this takes several seconds)...", file=sys.stderr,
               flush=True)
 
 
