@@ -292,7 +292,7 @@ def _clip(text: str, width: int) -> str:
 def default_ack_by(n: ReceivedNotice) -> int:
     """When ``n`` must be acknowledged under the federation's default windows (the same
     the sender's watchdog uses), counted from the relay's acceptance. The relay's frozen
-    policy can differ per recipient: ``show`` and ``send`` ask for it."""
+    policy can differ per recipient: ``send`` and ``status`` show that one."""
     return WatchdogPolicy().deadline(n.severity, n.accepted_at)
 
 
@@ -473,11 +473,9 @@ def cmd_show(args: argparse.Namespace) -> int:
             await client.fetch()  # maybe it has just arrived
             n = client.received(args.id)
         client.mark_processed(n.notice_id)
-        due = default_ack_by(n)
-        if client.relays:
-            frozen = await _ack_deadlines(client, n.notice_id, n.severity, n.accepted_at)
-            due = frozen.get(client.desk, due)
-        return n, due
+        # The default windows: asking the relay for the frozen policy would make showing
+        # a stored notice wait for the relay (seconds of retries when it is down).
+        return n, default_ack_by(n)
 
     n, due = _run(args, body)
     saved = _save_attachments(n, args.save_attachments) if args.save_attachments else []
