@@ -25,6 +25,11 @@ from client.cli.safe_text import line
 QUIET_S = 2.0
 
 
+def _short(url: str, reason: str) -> str:
+    """The reason without the URL the line names already."""
+    return reason.removeprefix(f"{url}: ")
+
+
 def wait_text(seconds: float) -> str:
     """``"0.3 s"`` below ten seconds, whole seconds above."""
     return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
@@ -54,10 +59,12 @@ class LinkView:
         self.catching_up, self._last = 0, self._monotonic()
 
     def lost(self, url: str, reason: str) -> None:
+        reason = _short(url, reason)
         self.catching_up = None
         self.say("lost", f"lost the connection to {url}: {reason}", url=url, reason=reason)
 
     def retrying(self, url: str, wait_s: float, reason: str, failures: int) -> None:
+        reason = _short(url, reason)
         self.catching_up = None
         self.say("retrying", f"cannot reach {url} ({reason}); retrying in {wait_text(wait_s)}",
                  url=url, reason=reason, wait_s=round(wait_s, 3), failures=failures)
