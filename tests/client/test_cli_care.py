@@ -218,3 +218,27 @@ def test_acknowledging_a_notice_this_desk_sent_says_so(tmp_path: Path) -> None:
         await cn.close()
 
     asyncio.run(run())
+
+
+def test_relays_list_add_remove_change_a_desks_relay(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = Home(tmp_path / "desk")
+    home.write_config({"desk": "us.caisi", "relays": ["http://old.example:8750"],
+                       "max_clock_skew_seconds": 2.5})
+    home.write("relay.card", b"pinned")
+    h = ["--home", str(home.path)]
+    assert main(["relays", "add", "https://new.example:8443/", *h]) == 0
+    assert main(["relays", "list", *h]) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "http://old.example:8750", "https://new.example:8443"]
+    assert home.exists("relay.card")  # the same relay's other URL: the pin stays
+    assert main(["relays", "remove", "http://nowhere.example", *h]) == 2
+    assert "nothing was removed" in _err(capsys)
+    assert main(["relays", "remove", "http://old.example:8750", *h]) == 0
+    assert home.config()["relays"] == ["https://new.example:8443"]
+    assert home.config()["max_clock_skew_seconds"] == 2.5  # other settings kept
+    assert main(["relays", "remove", "https://new.example:8443", *h]) == 0
+    assert "pinned relay key is forgotten" in capsys.readouterr().out
+    assert not home.exists("relay.card") and home.config()["relays"] == []
+    assert main(["relays", "add", "ftp://x", *h]) == 2
+    assert "must start with http:// or https://" in _err(capsys)
