@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
@@ -90,6 +91,7 @@ from client.verify import (
 )
 from client.watchdog import WatchdogPolicy
 from client.watchdog import overdue as watchdog_overdue
+from keys import codec
 from keys.envelope import Envelope, seal
 from keys.errors import HotlineError, MalformedInput, UntrustedKey, UsageError
 from keys.frames import Event
@@ -173,6 +175,29 @@ def _recipient(value: str) -> DeskId:
         raise UsageError(
             f"recipient {str(value)[:60]!r} is not a desk id (cc.name, e.g. cn.cac)"
         ) from exc
+
+
+def _content_digest(reply: bytes | None, notice: IncidentReport) -> str:
+    """What a notice id stands for besides its routing facts. ``aware_at`` is left out:
+    it defaults to "now", so a send repeated after a failure would never match its first
+    try."""
+    report = dataclasses.replace(notice, aware_at=0).to_wire()
+    return hashlib.sha256(codec.pack([reply, report])).hexdigest()
+
+
+def _check_same_notice(existing: OutboxRecord, recipients: Sequence[str], severity: str,
+                       status: str, content: str, recorded: str | None) -> None:
+    """Refuse to answer a send with a notice that has the same id but other content."""
+    differs = [what for what, same in (
+        ("recipients", sorted(existing.recipients) == sorted(recipients)),
+        ("severity", existing.severity == severity),
+        ("status", existing.status == status),
+        ("content", recorded is None or recorded == content)) if not same]
+    if differs:
+        raise UsageError(
+            f"notice id {existing.notice_id.hex()} was already used for a different notice "
+            f"({', '.join(differs)} differ); nothing was sent. Use a new --id, or repeat "
+            "the first notice exactly")
 
 
 def parse_notice_id(value: str | bytes) -> bytes:
@@ -505,12 +530,15 @@ class HotlineClient:
         outbox under that id is not sealed again; its stored bytes are (re)posted.
         """
         nid = parse_notice_id(notice_id) if notice_id is not None else None
+        reply = self.resolve_id(in_reply_to) if in_reply_to is not None else None
+        recipients = list(dict.fromkeys(_recipient(d) for d in to))
+        content = _content_digest(reply, notice)
         if nid is not None:
             existing = self.state.outbox(nid)
             if existing is not None:
+                _check_same_notice(existing, recipients, severity, status,
+                                   content, self.state.sent_content(nid))
                 return await self._deliver(existing)
-        reply = self.resolve_id(in_reply_to) if in_reply_to is not None else None
-        recipients = list(dict.fromkeys(_recipient(d) for d in to))
         if not recipients:
             raise UsageError("a notice needs at least one recipient")
         if self.desk in recipients:
@@ -525,6 +553,7 @@ class HotlineClient:
             OutboxRecord(env.notice_id, env.raw, env.digest, tuple(env.header.recipients),
                          severity, status, now)
         )
+        self.state.record_sent_content(env.notice_id, content)
         log.info("notice.sealed notice_id=%s recipients=%s severity=%s",
                  env.notice_id.hex(), ",".join(env.header.recipients), severity)
         return await self._deliver(record)
@@ -1019,6 +1048,12 @@ class HotlineClient:
         ``automatic`` marks, signed, an acknowledgement no person made (a link test's)."""
         nid = self.resolve_id(notice_id)
         record = self.state.received(nid)
+        sent = self.state.outbox(nid) if record is None else None
+        if sent is not None:
+            raise UsageError(
+                f"notice {nid.hex()} is one this desk sent (to {', '.join(sent.recipients)}): "
+                f"only its recipients acknowledge it; see their acknowledgements with "
+                f"'hotline status {nid.hex()[:8]}'")
         if record is None:
             raise UnknownNotice(
                 f"no notice {nid.hex()} among those this desk received: fetch it first "

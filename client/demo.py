@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from client.cli import main as cli
+from client.cli.common import iso
 from client.cli.safe_text import line as safe
 from client.home import now_ms
 
@@ -173,7 +174,7 @@ class DemoRelay:
 
 
 def _hms(ms: int) -> str:
-    return time.strftime("%H:%M:%S", time.gmtime(ms / 1000))
+    return iso(ms)
 
 
 async def _conversation(base: Path, relay: DemoRelay) -> None:

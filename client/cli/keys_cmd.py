@@ -9,7 +9,7 @@ from typing import Any
 import nacl.public
 import nacl.signing
 
-from client.cli.common import COMMON, emit, home_of, iso, print_json
+from client.cli.common import COMMON, emit, home_of, iso, need, print_json
 from client.cli.safe_text import line
 from client.home import now_ms, read_document, read_passphrase
 from keys import (
@@ -49,11 +49,11 @@ def register(groups: Any) -> None:
     p.set_defaults(run=cmd_install)
 
     p = keys.add_parser("show", parents=[COMMON], help="desk id, fingerprints and validity")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_show)
 
     p = keys.add_parser("export", parents=[COMMON], help="print this desk's public card")
-    p.add_argument("-o", "--output")
+    p.add_argument("-o", "--output", help="write to this file (default: stdout)")
     p.set_defaults(run=cmd_export)
 
     p = keys.add_parser(
@@ -61,8 +61,11 @@ def register(groups: Any) -> None:
         parents=[COMMON],
         help="make a new encryption key; keep the old one for a grace period",
     )
-    p.add_argument("--days", type=int, default=DEFAULT_EK_LIFETIME_MS // DAY_MS)
-    p.add_argument("--grace-days", type=int, default=DEFAULT_EK_GRACE_MS // DAY_MS)
+    p.add_argument("--days", type=int, default=DEFAULT_EK_LIFETIME_MS // DAY_MS,
+                   help="lifetime of the new key in days (default %(default)s)")
+    p.add_argument("--grace-days", type=int, default=DEFAULT_EK_GRACE_MS // DAY_MS,
+                   help="days the old key still opens notices after it expires "
+                        "(default %(default)s)")
     p.set_defaults(run=cmd_rotate)
 
     p = keys.add_parser(
@@ -79,10 +82,10 @@ def register(groups: Any) -> None:
     p = contacts.add_parser(
         "add", parents=[COMMON], help="verify a desk card against the pinned root and keep it"
     )
-    p.add_argument("cards", nargs="+")
+    p.add_argument("cards", nargs="+", metavar="CARD", help="desk card files")
     p.set_defaults(run=cmd_contacts_add)
     p = contacts.add_parser("list", parents=[COMMON], help="list known desks with fingerprints")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_contacts_list)
 
 
@@ -129,6 +132,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_install(args: argparse.Namespace) -> int:
     home = home_of(args)
+    need(home, "desk.key", "desk key", "run 'hotline keys init --id cc.name' or pass the "
+         "desk's --home")
     cert = DeskCertificate.decode(read_document(args.cert, "desk-cert"))
     passphrase = read_passphrase(args.passphrase_file, what="desk key")
     secrets = home.desk_secrets(passphrase)
@@ -220,6 +225,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_rotate(args: argparse.Namespace) -> int:
     home = home_of(args)
+    need(home, "desk.key", "desk key", "run 'hotline keys init --id cc.name' or pass the "
+         "desk's --home")
     passphrase = read_passphrase(args.passphrase_file, what="desk key")
     secrets = home.desk_secrets(passphrase)
     now = now_ms()

@@ -11,6 +11,7 @@ from typing import Any
 
 from client.cli.common import COMMON
 from client.home import kdf_limits, now_ms, read_document, read_passphrase
+from keys.errors import UsageError
 from keys.fingerprint import fingerprint
 
 
@@ -21,7 +22,7 @@ def register(groups: Any) -> None:
                          help="create a relay home: signing key, pinned root, configuration")
     p.add_argument("--root", required=True, help="the federation root to pin")
     p.add_argument("--id", default="hotline-relay", help="relay name used in attestations")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--force", action="store_true", help="replace an existing relay key")
     p.set_defaults(run=cmd_init)
     p = relay.add_parser("serve", parents=[COMMON], help="run the relay")
     p.add_argument("--listen", help="HOST:PORT (default from relay.toml: 127.0.0.1:8750)")
@@ -72,13 +73,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from relay import config, server
 
     home = _home(args)
+    if not (home / "relay.key").exists():
+        raise UsageError(f"no relay key in {home}: run 'hotline relay init' or pass the "
+                         "relay's --home")
     cfg = config.load(home, {"listen": args.listen, "database": args.db,
                              "origin": args.origin})
-    passphrase = read_passphrase(_passphrase_file(args), what="relay key")
+    # Refused before the passphrase is asked or the key decrypted.
+    lock = server.lock_database(cfg.database_path)
     try:
-        asyncio.run(server.serve(cfg, passphrase))
+        passphrase = read_passphrase(_passphrase_file(args), what="relay key")
+        asyncio.run(server.serve(cfg, passphrase, database_locked=True))
     except KeyboardInterrupt:
         pass
+    finally:
+        if lock is not None:
+            lock.close()
     return 0
 
 
