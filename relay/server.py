@@ -135,6 +135,7 @@ async def serve(
     add_stored_revocations(trust, store.revocations(), log)
     relay = Relay(config=cfg, store=store, trust=trust, key=key, card=card, clock=clock,
                   hub=Hub(), log=log)
+    await relay.tlog.start()  # logs the relay's key if it changed
     relay.escalator.file.max_bytes = cfg.escalation_log_max_bytes
     relay.escalator.file.keep = cfg.escalation_log_keep
     relay.metrics.watch_pending(lambda: store.counts(clock.now_ms()))
@@ -204,6 +205,7 @@ async def serve(
     prober = asyncio.create_task(_probe_readiness(relay, stop, log))
     escalator = asyncio.create_task(relay.escalator.run())
     sender = asyncio.create_task(webhooks.run())
+    checkpointer = asyncio.create_task(relay.tlog.run())
     try:
         await stop.wait()
     finally:
@@ -212,11 +214,13 @@ async def serve(
         prober.cancel()
         relay.escalator.stop()
         webhooks.stop()
+        relay.tlog.stop()
         listener.close()
-        for task in (escalator, sender):
+        for task in (escalator, sender, checkpointer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=5)
         await runner.cleanup()
+        await relay.tlog.close()
         await store.close()
         log.info("relay.stopped")
         lock.close()
