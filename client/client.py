@@ -88,11 +88,13 @@ from client.verify import (
     verify_rejection,
     verify_relay_event,
 )
+from client.record import LogInconsistent, RecordChecker, log_verifier
 from client.watchdog import WatchdogPolicy
 from client.watchdog import overdue as watchdog_overdue
 from keys.envelope import Envelope, seal
 from keys.errors import HotlineError, MalformedInput, UntrustedKey, UsageError
 from keys.frames import Event
+from keys.note import Verifier
 from keys.ids import NOTICE_ID_BYTES, DeskId, desk_id
 from keys.primitives import Random, system_random
 from keys.receipts import (
@@ -248,6 +250,8 @@ class HotlineClient:
         #: Recipients' verified cards, re-fetched from the relay after CARD_CACHE_MS.
         self._cards: dict[str, tuple[VerifiedDesk, int]] = {}
         self._watchdog_next: int | None = None
+        #: The relay log check (client/record.py), made on first use.
+        self._record: RecordChecker | None = None
 
     @property
     def connection(self) -> RelayConnection:
@@ -335,7 +339,45 @@ class HotlineClient:
             self._closed = True
             if self._connection is not None:
                 await self._connection.close()
+            if self._record is not None:
+                self._record.close()
             self.state.close()
+
+    # ------------------------------------------------------------------ the relay's log
+    @property
+    def record(self) -> RecordChecker:
+        """The check of the relay's log: every relay statement received, proven included in
+        a witnessed checkpoint consistent with every earlier one (client/record.py)."""
+        if self._record is None:
+            async def log_key() -> Verifier:
+                card = await self.relay()
+                return log_verifier(card.relay_id, card.key)
+
+            self._record = RecordChecker(self.home.path, fetch=self._log_fetch,
+                                         log_key=log_key, clock=self._clock)
+        return self._record
+
+    async def _log_fetch(self, path: str) -> bytes | None:
+        try:
+            return (await self.connection.request("GET", path, auth=False)).body
+        except RelayError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def check_record(self, *, force: bool = False) -> list[LogInconsistent]:
+        """A pass of the log check if one is due (or ``force``); the contradictions found.
+        A relay that cannot be reached now is retried at the next pass."""
+        if not (force or self.record.due()):
+            return []
+        try:
+            found = await self.record.check()
+        except (RelayUnavailable, RelayError, HotlineError) as exc:
+            log.info("record.check_deferred reason=%s", exc)
+            return []
+        for item in found:
+            log.error("record.log_inconsistent kind=%s detail=%s", item.kind, item.detail)
+        return found
 
     async def relay(self) -> RelayCard:
         """The pinned relay card (fetched and pinned on first use)."""
@@ -496,6 +538,7 @@ class HotlineClient:
                                 earliest=sent_at if accepted.duplicate else posted_at,
                                 latest=now)
         self.state.mark_accepted(nid, accepted.attestation, att.at, sent_at)
+        self.record.saw(accepted.attestation, "accepted", nid, accepted.leaf)
         log.info("notice.sent notice_id=%s accepted_at=%d duplicate=%s",
                  nid.hex(), att.at, accepted.duplicate)
         return SendResult(nid, att.at, att, accepted.duplicate, skew)
@@ -547,6 +590,8 @@ class HotlineClient:
                 yield overdue_item
             for warning in self._take_warnings():
                 yield warning
+            for inconsistent in await self.check_record():
+                yield inconsistent
             return
         # The first watchdog look waits until the backlog had time to arrive, so acks and
         # escalations received while this client was stopped are counted.
@@ -568,13 +613,16 @@ class HotlineClient:
         try:
             while True:
                 wait = None
-                if self._watchdog_next is not None:
-                    wait = max(0.0, (self._watchdog_next - self._now()) / 1000)
+                wake = [t for t in (self._watchdog_next, self.record.next_at()) if t]
+                if wake:
+                    wait = max(0.0, (min(wake) - self._now()) / 1000)
                 try:
                     got = await asyncio.wait_for(queue.get(), timeout=wait)
                 except TimeoutError:
                     for overdue_item in self.watchdog_check():
                         yield overdue_item
+                    for inconsistent in await self.check_record():
+                        yield inconsistent
                     for warning in self._take_warnings():
                         yield warning
                     continue
@@ -604,6 +652,8 @@ class HotlineClient:
             yield item
         for warning in self._take_warnings():
             yield warning
+        for inconsistent in await self.check_record():
+            yield inconsistent
 
     def watchdog_check(self) -> list[WatchdogOverdue]:
         """Recipients of sent notices that have not acknowledged (a verified, recipient-
@@ -642,6 +692,7 @@ class HotlineClient:
                 if item is not None:
                     items.append(item)
         items.extend(self._take_warnings())
+        items.extend(await self.check_record())
         return items
 
     async def _live(self) -> AsyncGenerator[Event, None]:
@@ -663,7 +714,14 @@ class HotlineClient:
 
     async def handle(self, event: Event) -> Item | None:
         """Verify and record one stream event; return what it means for the caller, or
-        None for a duplicate. Never raises for a bad event: it becomes NoticeRejected."""
+        None for a duplicate. Never raises for a bad event: it becomes NoticeRejected.
+        A verified event's relay statement is kept for the log check."""
+        item = await self._handle(event)
+        if not isinstance(item, NoticeRejected):
+            self.record.saw(event.attestation, event.kind, event.notice_id, event.leaf)
+        return item
+
+    async def _handle(self, event: Event) -> Item | None:
         relay = await self.relay()
         try:
             if event.kind == "notice":
@@ -955,6 +1013,7 @@ class HotlineClient:
             self._check_skew(nid, "acknowledged", self.desk, att.at, earliest=posted_at,
                              latest=self._now())
         self.state.mark_acked(nid, att.at)
+        self.record.saw(accepted.attestation, "acknowledged", nid, accepted.leaf)
         log.info("notice.acknowledged notice_id=%s sender=%s", nid.hex(), record.sender)
         return AckResult(nid, att.at, att, accepted.duplicate)
 

@@ -28,8 +28,10 @@ from client.client import (
     ReceivedNotice,
     UnknownNotice,
 )
+from client.cli.evidence_cmd import record_warning
 from client.home import now_ms
 from client.items import ClockSkewWarning, NoticeRejectedByRecipient, WatchdogOverdue
+from client.record import LogInconsistent
 from client.verify import NoticeStatusView, Step
 from keys.errors import UsageError
 from keys.ids import SEVERITIES, STATUSES
@@ -466,6 +468,9 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 
 def _item_json(item: Item) -> dict[str, Any]:
+    if isinstance(item, LogInconsistent):
+        return {"event": "log_inconsistent", "kind": item.kind, "detail": item.detail,
+                "evidence": item.evidence}
     if isinstance(item, ReceivedNotice):
         return {"event": "notice", "redelivered": item.redelivered, **_notice_json(item)}
     if isinstance(item, ConfirmationEvent):
@@ -510,6 +515,10 @@ def _quoted(text: str, width: int) -> str:
 
 
 def _raw_line(item: Item) -> str:
+    if isinstance(item, LogInconsistent):
+        print(f"hotline: WARNING: THE RELAY'S LOG IS INCONSISTENT: {line(item.describe())}",
+              file=sys.stderr)
+        return f"LOG INCONSISTENT ({item.kind}): {item.detail}; evidence in {item.evidence}"
     if isinstance(item, ReceivedNotice):
         again = " (again: not processed before)" if item.redelivered else ""
         return (f"NOTICE     {item.notice_id.hex()} from {item.sender} "
@@ -626,7 +635,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "verified": view.verified,
             })
         _mismatch_warning(view)
-        return 0 if view.verified else 1
+        return 0 if view.verified and not record_warning(args) else 1
     print(f"notice {nid} from {line(view.sender)} [{line(view.severity)}/{line(view.status)}]")
     print(f"  accepted:     {_step_text(view.accepted)}")
     if view.digest_matches is False:
@@ -650,7 +659,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{_span(p.get('repeat_ms'))} up to level {level}, response "
                   f"{'within ' + _span(response) if response else 'not required'} "
                   "(frozen at acceptance)")
-    if _mismatch_warning(view):
+    if _mismatch_warning(view) or record_warning(args):
         return 1
     if not view.verified:
         print("  WARNING: not every signature in this status verified", file=sys.stderr)

@@ -10,7 +10,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from client.cli import authority_cmd, desk_cmd, keys_cmd, ops_cmd, relay_cmd, witness_cmd
+from client.cli import (
+    authority_cmd,
+    desk_cmd,
+    evidence_cmd,
+    keys_cmd,
+    ops_cmd,
+    relay_cmd,
+    witness_cmd,
+)
 from client.cli.safe_text import line
 from keys.errors import HotlineError, UsageError
 
@@ -32,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     authority_cmd.register(groups)
     relay_cmd.register(groups)
     witness_cmd.register(groups)
+    evidence_cmd.register(groups)
     ops_cmd.register(groups)
     demo = groups.add_parser("demo", help="run a whole federation on this machine and show it")
     demo.set_defaults(run=_run_demo)
