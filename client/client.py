@@ -66,6 +66,7 @@ from client.items import (
     UnknownNotice,
     WatchdogOverdue,
 )
+from client.record import LogInconsistent, RecordChecker, log_verifier
 from client.state import (
     ClientState,
     ConfirmationRecord,
@@ -88,14 +89,13 @@ from client.verify import (
     verify_rejection,
     verify_relay_event,
 )
-from client.record import LogInconsistent, RecordChecker, log_verifier
 from client.watchdog import WatchdogPolicy
 from client.watchdog import overdue as watchdog_overdue
 from keys.envelope import Envelope, seal
 from keys.errors import HotlineError, MalformedInput, UntrustedKey, UsageError
 from keys.frames import Event
-from keys.note import Verifier
 from keys.ids import NOTICE_ID_BYTES, DeskId, desk_id
+from keys.note import Verifier
 from keys.primitives import Random, system_random
 from keys.receipts import (
     MAX_ACK_MESSAGE_CHARS,

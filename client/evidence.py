@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from client.record import Proven, entry_of, log_verifier
 from keys import tlog
 from keys.checkpoint import open_checkpoint
 from keys.errors import HotlineError
 from keys.receipts import Attestation, Confirmation, EscalationStatement, RelayCard
 from keys.tlog_policy import check_checkpoint, parse_policy
 from keys.trust import DeskCertificate, FederationRoot, TrustStore
-from client.record import Proven, entry_of, log_verifier
 
 FORMAT = "hotline-evidence/v1"
 #: The largest bundle read (statements are small; content may be included).

@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from keys import tlog
-from keys.checkpoint import Checkpoint, open_checkpoint
+from keys.checkpoint import Checkpoint, open_checkpoint, relay_origin
 from keys.errors import HotlineError
-from keys.checkpoint import relay_origin
 from keys.note import SIG_ED25519, Verifier, encode_vkey
 from keys.tlog_policy import Policy, QuorumNotMet, check_checkpoint, parse_policy
 

@@ -40,7 +40,6 @@ from relay.hub import Hub
 from relay.limits import Buckets
 from relay.metrics import Metrics
 from relay.policy import Policy
-from relay.tlog import RelayLog
 from relay.store.base import (
     ConfirmationRecord,
     Conflict,
@@ -53,6 +52,7 @@ from relay.store.base import (
     RejectionRecord,
     Store,
 )
+from relay.tlog import RelayLog
 
 
 class RelayStamper:

@@ -308,7 +308,8 @@ class RelayLog:
                 return sig
         return None
 
-    def _failed(self, w: WitnessState, reason: str, detail: str) -> None:
+    def _failed(self, w: WitnessState, reason: str, detail: str) -> Signature | None:
+        """Count and log a witness that gave no cosignature; None (for the caller)."""
         w.failures += 1
         w.last_error = detail
         if reason in ("unreachable", "conflict"):

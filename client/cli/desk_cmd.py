@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from client.cli.common import COMMON, iso, print_json
+from client.cli.evidence_cmd import record_warning
 from client.cli.safe_text import SafeFormatter, block, line
 from client.client import (
     ConfirmationEvent,
@@ -28,7 +29,6 @@ from client.client import (
     ReceivedNotice,
     UnknownNotice,
 )
-from client.cli.evidence_cmd import record_warning
 from client.home import now_ms
 from client.items import ClockSkewWarning, NoticeRejectedByRecipient, WatchdogOverdue
 from client.record import LogInconsistent

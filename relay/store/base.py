@@ -311,8 +311,9 @@ class Store(Protocol):
     #: everything kept must be forgotten. A store that does not see every commit (several
     #: relay nodes) never calls it.
     on_events: Callable[[list[tuple[str, Event | None]] | None], None] | None
-    #: The verifiable log's storage (leaves, tree hashes, checkpoints).
-    log: LogStore
+    @property
+    def log(self) -> LogStore:
+        """The verifiable log's storage (leaves, tree hashes, checkpoints)."""
 
     async def open(self) -> None: ...
 

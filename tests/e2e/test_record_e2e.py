@@ -6,6 +6,7 @@ notice verifies offline (and fails, naming what, once tampered with)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sqlite3
 from collections.abc import Iterator
@@ -19,9 +20,9 @@ from client.evidence import verify_bundle
 from client.items import ReceivedNotice
 from client.record import LogInconsistent, Proven, log_verifier
 from keys.receipts import RelayCard
+from tests import relay_harness
 from tests.e2e.test_witness import WitnessProcess
 from tests.factory import report
-from tests import relay_harness
 from tests.relay_harness import PASSPHRASE, RelayProcess, now_ms
 
 US, CN = "us.caisi", "cn.cac"
@@ -142,15 +143,15 @@ async def test_evidence_bundle_verifies_offline_and_tampering_is_named(
 
     # One byte of a statement changed: its signature fails, named.
     st = doc["statements"][0]
-    raw = bytearray(__import__("base64").b64decode(st["statement"]))
+    raw = bytearray(base64.b64decode(st["statement"]))
     raw[-1] ^= 1
-    bad = dict(doc, statements=[dict(st, statement=__import__("base64").b64encode(
-        bytes(raw)).decode())] + doc["statements"][1:])
+    changed = dict(st, statement=base64.b64encode(bytes(raw)).decode())
+    bad = dict(doc, statements=[changed, *doc["statements"][1:]])
     rep = verify_bundle(json.dumps(bad).encode(), now=now_ms())
     assert not rep.ok and any(f.startswith("statement 0") for f in rep.failures)
 
     # A proof missing: the inclusion check fails, named.
-    bad = dict(doc, statements=[dict(st, proof=[])] + doc["statements"][1:])
+    bad = dict(doc, statements=[dict(st, proof=[]), *doc["statements"][1:]])
     rep = verify_bundle(json.dumps(bad).encode(), now=now_ms())
     assert not rep.ok and any("inclusion proof" in f for f in rep.failures), rep.failures
 
