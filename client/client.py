@@ -375,6 +375,9 @@ class HotlineClient:
         except (RelayUnavailable, RelayError, HotlineError) as exc:
             log.info("record.check_deferred reason=%s", exc)
             return []
+        except Exception as exc:  # the log check never stops the stream; it is logged
+            log.warning("record.check_failed error=%s: %s", type(exc).__name__, exc)
+            return []
         for item in found:
             log.error("record.log_inconsistent kind=%s detail=%s", item.kind, item.detail)
         return found
