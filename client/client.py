@@ -67,6 +67,7 @@ from client.items import (
     UnknownNotice,
     WatchdogOverdue,
 )
+from client.record import LogInconsistent, RecordChecker, log_verifier
 from client.state import (
     ClientState,
     ConfirmationRecord,
@@ -96,6 +97,7 @@ from keys.envelope import Envelope, seal
 from keys.errors import HotlineError, MalformedInput, UntrustedKey, UsageError
 from keys.frames import Event
 from keys.ids import NOTICE_ID_BYTES, DeskId, desk_id
+from keys.note import Verifier
 from keys.primitives import Random, system_random
 from keys.receipts import (
     MAX_ACK_MESSAGE_CHARS,
@@ -281,6 +283,8 @@ class HotlineClient:
         self._watchdog_next: int | None = None
         #: Answer link tests (status "test") with an automatic acknowledgement, unseen.
         self.answer_link_tests = True
+        #: The relay log check (client/record.py), made on first use.
+        self._record: RecordChecker | None = None
 
     @property
     def connection(self) -> RelayConnection:
@@ -369,7 +373,48 @@ class HotlineClient:
             self._closed = True
             if self._connection is not None:
                 await self._connection.close()
+            if self._record is not None:
+                self._record.close()
             self.state.close()
+
+    # ------------------------------------------------------------------ the relay's log
+    @property
+    def record(self) -> RecordChecker:
+        """The check of the relay's log: every relay statement received, proven included in
+        a witnessed checkpoint consistent with every earlier one (client/record.py)."""
+        if self._record is None:
+            async def log_key() -> Verifier:
+                card = await self.relay()
+                return log_verifier(card.relay_id, card.key)
+
+            self._record = RecordChecker(self.home.path, fetch=self._log_fetch,
+                                         log_key=log_key, clock=self._clock)
+        return self._record
+
+    async def _log_fetch(self, path: str) -> bytes | None:
+        try:
+            return (await self.connection.request("GET", path, auth=False)).body
+        except RelayError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def check_record(self, *, force: bool = False) -> list[LogInconsistent]:
+        """A pass of the log check if one is due (or ``force``); the contradictions found.
+        A relay that cannot be reached now is retried at the next pass."""
+        if not (force or self.record.due()):
+            return []
+        try:
+            found = await self.record.check()
+        except (RelayUnavailable, RelayError, HotlineError) as exc:
+            log.info("record.check_deferred reason=%s", exc)
+            return []
+        except Exception as exc:  # the log check never stops the stream; it is logged
+            log.warning("record.check_failed error=%s: %s", type(exc).__name__, exc)
+            return []
+        for item in found:
+            log.error("record.log_inconsistent kind=%s detail=%s", item.kind, item.detail)
+        return found
 
     async def relay(self) -> RelayCard:
         """The pinned relay card (fetched and pinned on first use)."""
@@ -602,6 +647,7 @@ class HotlineClient:
                                 earliest=sent_at if accepted.duplicate else posted_at,
                                 latest=now)
         self.state.mark_accepted(nid, accepted.attestation, att.at, sent_at)
+        self.record.saw(accepted.attestation, "accepted", nid, accepted.leaf)
         log.info("notice.sent notice_id=%s accepted_at=%d duplicate=%s",
                  nid.hex(), att.at, accepted.duplicate)
         return SendResult(nid, att.at, att, accepted.duplicate, skew)
@@ -654,6 +700,8 @@ class HotlineClient:
                 yield overdue_item
             for warning in self._take_warnings():
                 yield warning
+            for inconsistent in await self.check_record():
+                yield inconsistent
             return
         # The first watchdog look waits until the backlog had time to arrive, so acks and
         # escalations received while this client was stopped are counted.
@@ -675,13 +723,16 @@ class HotlineClient:
         try:
             while True:
                 wait = None
-                if self._watchdog_next is not None:
-                    wait = max(0.0, (self._watchdog_next - self._now()) / 1000)
+                wake = [t for t in (self._watchdog_next, self.record.next_at()) if t]
+                if wake:
+                    wait = max(0.0, (min(wake) - self._now()) / 1000)
                 try:
                     got = await asyncio.wait_for(queue.get(), timeout=wait)
                 except TimeoutError:
                     for overdue_item in self.watchdog_check():
                         yield overdue_item
+                    for inconsistent in await self.check_record():
+                        yield inconsistent
                     for warning in self._take_warnings():
                         yield warning
                     continue
@@ -711,6 +762,8 @@ class HotlineClient:
             yield item
         for warning in self._take_warnings():
             yield warning
+        for inconsistent in await self.check_record():
+            yield inconsistent
 
     def watchdog_check(self) -> list[WatchdogOverdue]:
         """Recipients of sent notices that have not acknowledged (a verified, recipient-
@@ -750,6 +803,7 @@ class HotlineClient:
                 if item is not None:
                     items.append(item)
         items.extend(self._take_warnings())
+        items.extend(await self.check_record())
         return items
 
     async def _live(self) -> AsyncGenerator[Event, None]:
@@ -771,8 +825,15 @@ class HotlineClient:
 
     async def handle(self, event: Event) -> Item | None:
         """Verify and record one stream event; return what it means for the caller, or
-        None for a duplicate. Never raises for a bad event: it becomes NoticeRejected."""
+        None for a duplicate. Never raises for a bad event: it becomes NoticeRejected.
+        A verified event's relay statement is kept for the log check."""
         self.refresh_revocations()
+        item = await self._handle(event)
+        if not isinstance(item, NoticeRejected):
+            self.record.saw(event.attestation, event.kind, event.notice_id, event.leaf)
+        return item
+
+    async def _handle(self, event: Event) -> Item | None:
         relay = await self.relay()
         try:
             if event.kind == "notice":
@@ -1078,6 +1139,7 @@ class HotlineClient:
             self._check_skew(nid, "acknowledged", self.desk, att.at, earliest=posted_at,
                              latest=self._now())
         self.state.mark_acked(nid, att.at)
+        self.record.saw(accepted.attestation, "acknowledged", nid, accepted.leaf)
         log.info("notice.acknowledged notice_id=%s sender=%s", nid.hex(), record.sender)
         return AckResult(nid, att.at, att, accepted.duplicate)
 

@@ -852,7 +852,8 @@ async def _read_stream(ws: aiohttp.ClientWebSocketResponse, base: str,
             elif kind in ("accepted", "confirmed") and pending and frame["ref"] in pending:
                 fut = pending[frame["ref"]]
                 if not fut.done() and frame["attestation"] is not None:
-                    fut.set_result(Accepted(frame["attestation"], frame["duplicate"]))
+                    fut.set_result(Accepted(frame["attestation"], frame["duplicate"],
+                                            frame["leaf"]))
             elif kind == "error" and pending and frame["ref"] in pending:
                 # The relay refused one message sent on the stream; the stream goes on.
                 fut = pending[frame["ref"]]

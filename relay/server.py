@@ -237,6 +237,7 @@ async def _serve(
     add_stored_revocations(trust, store.revocations(), log)
     relay = Relay(config=cfg, store=store, trust=trust, key=key, card=card, clock=clock,
                   hub=Hub(), log=log)
+    await relay.tlog.start()  # logs the relay's key if it changed
     relay.escalator.file.max_bytes = cfg.escalation_log_max_bytes
     relay.escalator.file.keep = cfg.escalation_log_keep
     relay.metrics.watch_pending(lambda: store.counts(clock.now_ms()))
@@ -321,6 +322,7 @@ async def _serve(
     escalator = asyncio.create_task(relay.escalator.run())
     sender = asyncio.create_task(webhooks.run())
     watcher = asyncio.create_task(_watch_revocations(cfg.home, relay, auth, reload_now, log))
+    checkpointer = asyncio.create_task(relay.tlog.run())
     try:
         await stop.wait()
     finally:
@@ -330,11 +332,13 @@ async def _serve(
         watcher.cancel()
         relay.escalator.stop()
         webhooks.stop()
+        relay.tlog.stop()
         listener.close()
-        for task in (escalator, sender):
+        for task in (escalator, sender, checkpointer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=5)
         await runner.cleanup()
+        await relay.tlog.close()
         await store.close()
         log.info("relay.stopped")
         lock.close()

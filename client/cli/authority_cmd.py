@@ -99,6 +99,9 @@ def register(groups: Any) -> None:
     )
     p.add_argument("root", help="the root file")
     p.set_defaults(run=cmd_fed_pin)
+    from client.cli import evidence_cmd
+
+    evidence_cmd.register_federation(fed)
 
     rev = groups.add_parser("revocations", help="revocations known here").add_subparsers(
         dest="cmd", metavar="ACTION", required=True

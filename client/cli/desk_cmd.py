@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from client.cli.common import COMMON, colour, home_of, iso, need, print_json, tag
+from client.cli.evidence_cmd import record_warning
 from client.cli.live import LinkView
 from client.cli.safe_text import SafeFormatter, block, line
 from client.client import (
@@ -32,6 +33,7 @@ from client.client import (
 from client.connection import LinkState
 from client.home import now_ms
 from client.items import ClockSkewWarning, NoticeRejectedByRecipient, WatchdogOverdue
+from client.record import LogInconsistent
 from client.verify import NoticeStatusView, Step
 from client.watchdog import WatchdogPolicy
 from keys.errors import HotlineError, UsageError
@@ -548,6 +550,9 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 
 def _item_json(item: Item) -> dict[str, Any]:
+    if isinstance(item, LogInconsistent):
+        return {"event": "log_inconsistent", "kind": item.kind, "detail": item.detail,
+                "evidence": item.evidence}
     if isinstance(item, ReceivedNotice):
         return {"event": "notice", "redelivered": item.redelivered, **_notice_json(item)}
     if isinstance(item, ConfirmationEvent):
@@ -593,6 +598,10 @@ def _quoted(text: str, width: int) -> str:
 
 
 def _raw_line(item: Item, me: str | None = None) -> str:
+    if isinstance(item, LogInconsistent):
+        print(f"hotline: WARNING: THE RELAY'S LOG IS INCONSISTENT: {line(item.describe())}",
+              file=sys.stderr)
+        return f"LOG INCONSISTENT ({item.kind}): {item.detail}; evidence in {item.evidence}"
     if isinstance(item, ReceivedNotice):
         again = " (again: not processed before)" if item.redelivered else ""
         due = iso(default_ack_by(item))
@@ -783,7 +792,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "verified": view.verified,
             })
         _mismatch_warning(view)
-        return 0 if view.verified else 1
+        return 0 if view.verified and not record_warning(args) else 1
     print(f"notice {nid} from {line(view.sender)} [{line(view.severity)}/{line(view.status)}]")
     print(f"  accepted:     {_step_text(view.accepted)}")
     if view.digest_matches is False:
@@ -810,7 +819,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{_span(p.get('repeat_ms'))} up to level {level}, response "
                   f"{'within ' + _span(response) if response else 'not required'} "
                   "(frozen at acceptance)")
-    if _mismatch_warning(view):
+    if _mismatch_warning(view) or record_warning(args):
         return 1
     if not view.verified:
         print("  WARNING: not every signature in this status verified", file=sys.stderr)

@@ -19,6 +19,7 @@ from client.cli import (
     cap_cmd,
     desk_cmd,
     drill_cmd,
+    evidence_cmd,
     keys_cmd,
     ops_cmd,
     relay_cmd,
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     authority_cmd.register(groups)
     relay_cmd.register(groups)
     witness_cmd.register(groups)
+    evidence_cmd.register(groups)
     ops_cmd.register(groups)
     drill_cmd.register(groups)
     cap_cmd.register(groups)
