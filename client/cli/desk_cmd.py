@@ -31,13 +31,14 @@ from client.client import (
     UnknownNotice,
 )
 from client.connection import LinkState
+from client.drills import parse_duration
 from client.home import now_ms
 from client.items import ClockSkewWarning, NoticeRejectedByRecipient, WatchdogOverdue
 from client.record import LogInconsistent
 from client.verify import NoticeStatusView, Step
 from client.watchdog import WatchdogPolicy
 from keys.errors import HotlineError, UsageError
-from keys.ids import SEVERITIES, STATUSES
+from keys.ids import SEVERITIES, STATUSES, desk_id
 from keys.receipts import RelayCard
 from keys.report import (
     CATEGORIES,
@@ -128,6 +129,14 @@ def register(groups: Any) -> None:
     p.add_argument("--count", type=int, metavar="N", help="stop after N events")
     p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--link-test", action="append", default=[], metavar="DESK",
+                   help="also send link tests (status test) to DESK on a schedule and say "
+                        "LINK DOWN / LINK RESTORED (repeatable; see 'hotline drill')")
+    p.add_argument("--link-every", default="1h", metavar="INTERVAL",
+                   help="interval between link tests with --link-test (default 1h)")
+    p.add_argument("--link-window", default=None, metavar="INTERVAL",
+                   help="how long a link test's receipt may take (default: a tenth of "
+                        "--link-every, at least 1m)")
     p.set_defaults(run=cmd_watch)
 
     p = groups.add_parser("status", parents=parents,
@@ -671,10 +680,31 @@ def cmd_watch(args: argparse.Namespace) -> int:
         elif st.state == "retrying":
             view.retrying(st.url, st.wait_s or 0.0, st.reason or "", st.failures)
 
+    link_peers = tuple(desk_id(d) for d in args.link_test)
+    link_every = parse_duration(args.link_every, "--link-every") if link_peers else 0
+    link_window = (parse_duration(args.link_window, "--link-window")
+                   if link_peers and args.link_window else 0)
+
     async def body(client: HotlineClient) -> int:
         seen = 0
         client.connection.on_link = on_link
         quiet = asyncio.create_task(view.watch_quiet())
+        tests: asyncio.Task[None] | None = None
+        if link_peers:
+            from client.cli.drill_cmd import link_event_line
+            from client.drill_runner import LinkTester
+
+            tester = LinkTester(client, link_peers, link_every, link_window,
+                                sleep=asyncio.sleep)
+
+            def said(e: Any) -> None:
+                if args.json:
+                    print_json({"event": e.kind, "peer": e.peer, "at": iso8601(e.at),
+                                "down_ms": e.down_ms})
+                else:
+                    print(f"{iso(now_ms())}  {link_event_line(e)}", flush=True)
+
+            tests = asyncio.create_task(tester.run(on_event=said, beside_stream=True))
         try:
             async with asyncio.timeout(args.timeout):
                 async for item in client.events(follow=True):
@@ -692,6 +722,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                         break
         finally:
             quiet.cancel()
+            if tests is not None:
+                tests.cancel()
         return seen
 
     # The stream's own "lost; reconnecting" warning is said by the view instead.
