@@ -30,7 +30,7 @@ from keys.frames import (
     decode_client_message,
     relay_message,
 )
-from relay import ops_api
+from relay import ops_api, ops_web
 from relay.app_keys import AUTH, AUTH_RATE, RELAY
 from relay.auth import Authenticator, DeskSession
 from relay.core import Relay
@@ -453,4 +453,5 @@ def make_app(relay: Relay, auth: Authenticator) -> web.Application:
     app.router.add_get("/v1/ops/escalations", ops_api.escalations)
     app.router.add_get("/v1/ops/watch", ops_api.watch)
     app.router.add_get("/metrics", ops_api.metrics)
+    ops_web.add_routes(app)
     return app
