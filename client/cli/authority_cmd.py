@@ -102,6 +102,14 @@ def register(groups: Any) -> None:
     )
     p.add_argument("files", nargs="+")
     p.set_defaults(run=cmd_rev_add)
+    p = rev.add_parser(
+        "publish", parents=[COMMON],
+        help="send revocations to the relay: it refuses the key and ends its sessions at once",
+    )
+    p.add_argument("files", nargs="+")
+    p.add_argument("--relay", action="append", default=[], metavar="URL",
+                   help="relay URL (repeatable; default $HOTLINE_RELAY, else config.toml)")
+    p.set_defaults(run=cmd_rev_publish)
 
 
 # --------------------------------------------------------------------------- authority
@@ -289,6 +297,43 @@ def cmd_rev_add(args: argparse.Namespace) -> int:
         trust.add_revocation(rev)
         home.write(f"revocations/{rev.desk}-{rev.ik_kid.hex()}.rev", rev.encode())
         print(f"revocation of {line(rev.desk)} key {rev.ik_kid.hex()[:16]} verified and kept")
+    return 0
+
+
+def cmd_rev_publish(args: argparse.Namespace) -> int:
+    """POST each revocation to every relay (the relay checks the authority's signature)."""
+    import asyncio
+    import json
+
+    import aiohttp
+
+    from client.client import relay_urls
+
+    urls = relay_urls(home_of(args), args.relay)
+    if not urls:
+        raise UsageError("no relay URL: use --relay URL or set HOTLINE_RELAY")
+    bodies = [(path, Revocation.decode(read_document(path, "revocation")).encode())
+              for path in args.files]
+
+    async def post_all() -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            for url in urls:
+                for path, body in bodies:
+                    try:
+                        async with http.post(url.rstrip("/") + "/v1/revocations", data=body,
+                                             headers={"Content-Type": "application/msgpack"}
+                                             ) as r:
+                            text = await r.read()
+                            if r.status != 200:
+                                raise UsageError(f"the relay at {url} refused {path}: HTTP "
+                                                 f"{r.status}")
+                            answer = json.loads(text)
+                    except aiohttp.ClientError as exc:
+                        raise UsageError(f"cannot reach the relay at {url}: {exc}") from exc
+                    print(f"{url}: revoked {line(str(answer['revoked']))}, "
+                          f"{int(answer['sessions_closed'])} session(s) closed")
+
+    asyncio.run(post_all())
     return 0
 
 
