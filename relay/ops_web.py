@@ -84,11 +84,12 @@ async def login(request: web.Request) -> web.Response:
         return _page("refused.html", exc.status if isinstance(exc, RelayError) else 400)
     token, session = auth.open_operator_session(link.operator, now)
     relay.log.info("auth.operator_login", operator=session.operator, via="web")
+    # Secure when this relay serves TLS, or sits behind a proxy that does (an https origin).
     # A page, not a redirect: its refresh is a same-origin navigation, so the SameSite=Strict
     # cookie goes with it even when the link was opened from another site (a mail client).
     resp = _page("login.html")
     resp.set_cookie(COOKIE, token.hex(), path="/ops/", httponly=True, samesite="Strict",
-                    secure=request.secure, max_age=max(1, (session.expires_at - now) // 1000))
+                    secure=request.secure or auth.origin.startswith("https://"), max_age=max(1, (session.expires_at - now) // 1000))
     return resp
 
 

@@ -29,6 +29,9 @@ RELAY_URL = "https://relay.example:8750"
 RELAY_HOME = "/var/lib/hotline-relay"
 BACKUP = "/mnt/backup"
 _BLOCK = re.compile(r"<!-- runbook: ([a-z0-9-]+) -->\s*```sh\n(.*?)```", re.DOTALL)
+BASH = shutil.which("bash") or "/bin/bash"
+#: The venv's own ``hotline`` (the runbooks call it by name, found through PATH).
+HOTLINE = str(Path(sys.executable).parent / "hotline")
 _SYSTEMCTL = re.compile(r"systemctl (stop|start|restart) hotline-relay")
 
 
@@ -88,7 +91,7 @@ class Runner:
         return line
 
     def sh(self, line: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=self.work,
+        done = subprocess.run([BASH, "-euo", "pipefail", "-c", line], cwd=self.work,
                               env=self.env, capture_output=True, text=True, timeout=180,
                               stdin=subprocess.DEVNULL)
         self.outputs.append((line, done.stdout + done.stderr))

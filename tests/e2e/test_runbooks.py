@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.runbooks import Runner, free_port, runbook
+from tests.e2e.runbooks import HOTLINE, Runner, free_port, runbook
 from tests.relay_harness import RawDesk, RelayProcess
 
 
@@ -52,7 +52,7 @@ def test_runbook_onboard_country_lets_a_new_countrys_desk_exchange_notices(
     assert "v2" in runner.sh(f"hotline relay show --home {runner.relay.home}").stdout
     rollback = runner.sh(f"hotline relay pin-root --home {runner.relay.home} federation.root",
                          check=False)
-    assert rollback.returncode != 0 and "version" in (rollback.stderr + rollback.stdout)
+    assert rollback.returncode != 0 and "roll back" in rollback.stderr
 
 
 def test_runbook_add_desk_then_the_desk_receives_and_acknowledges(runner: Runner) -> None:
@@ -87,9 +87,10 @@ async def test_runbook_revoke_desk_key_refuses_the_stolen_key_and_ends_its_sessi
         thief = await RawDesk(http, runner.relay.url, runner.work / "us.caisi-stolen").login()
         assert (await thief.get("/v1/inbox")).status == 200
         runner.run("revoke-desk-key")
-        assert "1 session(s) closed" in runner.output_of("hotline revocations publish")
+        published = runner.output_of("hotline revocations publish")
+        assert re.search(r"revoked us\.caisi, [1-9]\d* session\(s\) closed", published)
         assert (await thief.get("/v1/inbox")).status == 401   # its session ended at once
-        with pytest.raises(AssertionError, match="unknown_or_revoked_key|revoked"):
+        with pytest.raises(AssertionError, match=r"unknown_or_revoked_key|revoked"):
             await RawDesk(http, runner.relay.url, runner.work / "us.caisi-stolen").login()
     refused = runner.sh("hotline inbox --home us.caisi-stolen", check=False)
     assert refused.returncode != 0 and "revoked" in refused.stderr
@@ -153,7 +154,7 @@ def test_runbook_restore_on_a_new_machine_keeps_the_notices(
 
 def test_runbook_postgresql_failover(runner: Runner, tmp_path: Path) -> None:
     probe = subprocess.run(
-        ["hotline", "relay", "serve", "--home", str(runner.relay.home), "--listen",
+        [HOTLINE, "relay", "serve", "--home", str(runner.relay.home), "--listen",
          f"127.0.0.1:{free_port()}", "--db", "postgresql://hotline@127.0.0.1:1/hotline"],
         env=runner.env, capture_output=True, text=True, timeout=60, cwd=runner.work)
     if probe.returncode != 0 and "not available" in probe.stderr + probe.stdout:

@@ -23,8 +23,8 @@ from client.cli.main import main
 from keys import seal, weblogin
 from keys.keyfile import decode_signing_key, read_key_file
 from relay.ops_web import CSP
-from tests.factory import report
 from tests import relay_harness
+from tests.factory import report
 from tests.relay_harness import PASSPHRASE, RawDesk, RelayProcess, now_ms
 from tests.web.browser import ARTIFACTS, browser_context
 

@@ -98,3 +98,24 @@ def test_a_tampered_or_truncated_token_is_refused_by_the_decoder() -> None:
     # Signed with another key: decodes, does not verify.
     with pytest.raises(BadSignature):
         parsed.verify(nacl.signing.SigningKey.generate().verify_key)
+
+
+async def test_behind_a_tls_proxy_the_https_origin_makes_the_cookie_secure(
+        tmp_path: Path) -> None:
+    """The relay speaks plain HTTP to its proxy; its origin is https://, so is the cookie."""
+    make_federation(tmp_path, ("us.caisi", "cn.cac"))
+    key = nacl.signing.SigningKey.generate()
+    relay = RelayProcess.create(tmp_path)
+    with open(relay.home / "relay.toml", "a") as fh:
+        fh.write(f'\n[operators]\n"ops.alice" = "{bytes(key.verify_key).hex()}"\n')
+    origin = "https://relay.example"
+    relay.start(extra_env={"HOTLINE_RELAY_ORIGIN": origin})
+    try:
+        token = _link(key, origin).split("t=", 1)[1]
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"{relay.url}/ops/login?t={token}") as r:
+            assert r.status == 200
+            attrs = {a.strip().split("=")[0].lower() for a in r.headers["Set-Cookie"].split(";")}
+            assert "secure" in attrs
+    finally:
+        relay.stop()
