@@ -89,7 +89,8 @@ async def login(request: web.Request) -> web.Response:
     # cookie goes with it even when the link was opened from another site (a mail client).
     resp = _page("login.html")
     resp.set_cookie(COOKIE, token.hex(), path="/ops/", httponly=True, samesite="Strict",
-                    secure=request.secure or auth.origin.startswith("https://"), max_age=max(1, (session.expires_at - now) // 1000))
+                    secure=request.secure or auth.origin.startswith("https://"),
+                    max_age=max(1, (session.expires_at - now) // 1000))
     return resp
 
 
