@@ -103,13 +103,13 @@ def register(groups: Any) -> None:
     p.add_argument("files", nargs="+")
     p.set_defaults(run=cmd_rev_add)
     p = rev.add_parser(
-        "publish", parents=[COMMON],
-        help="send revocations to the relay: it refuses the key and ends its sessions at once",
+        "post", parents=[COMMON],
+        help="hand revocations to a relay: it refuses the key and ends its sessions at once",
     )
     p.add_argument("files", nargs="+")
     p.add_argument("--relay", action="append", default=[], metavar="URL",
                    help="relay URL (repeatable; default $HOTLINE_RELAY, else config.toml)")
-    p.set_defaults(run=cmd_rev_publish)
+    p.set_defaults(run=cmd_rev_post)
 
 
 # --------------------------------------------------------------------------- authority
@@ -300,7 +300,7 @@ def cmd_rev_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rev_publish(args: argparse.Namespace) -> int:
+def cmd_rev_post(args: argparse.Namespace) -> int:
     """POST each revocation to every relay (the relay checks the authority's signature)."""
     import asyncio
     import json
@@ -330,8 +330,8 @@ def cmd_rev_publish(args: argparse.Namespace) -> int:
                             answer = json.loads(text)
                     except aiohttp.ClientError as exc:
                         raise UsageError(f"cannot reach the relay at {url}: {exc}") from exc
-                    print(f"{url}: revoked {line(str(answer['revoked']))}, "
-                          f"{int(answer['sessions_closed'])} session(s) closed")
+                    print(f"revocation of {line(str(answer['revoked']))} accepted by {url} "
+                          f"({int(answer['sessions_closed'])} sessions closed)")
 
     asyncio.run(post_all())
     return 0

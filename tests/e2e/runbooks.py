@@ -83,7 +83,9 @@ class Runner:
         bin_dir = str(Path(sys.executable).parent)
         return dict(os.environ) | TEST_ENV | {
             "HOTLINE_RELAY": self.relay.url, "PATH": bin_dir + os.pathsep + os.environ["PATH"],
-            "NO_COLOR": "1"}
+            "NO_COLOR": "1",
+            # A command without --home must not find this machine's ~/.hotline.
+            "HOTLINE_HOME": str(self.work / "no-such-home")}
 
     def substitute(self, line: str) -> str:
         for placeholder, value in self.subs.items():

@@ -87,8 +87,9 @@ async def test_runbook_revoke_desk_key_refuses_the_stolen_key_and_ends_its_sessi
         thief = await RawDesk(http, runner.relay.url, runner.work / "us.caisi-stolen").login()
         assert (await thief.get("/v1/inbox")).status == 200
         runner.run("revoke-desk-key")
-        published = runner.output_of("hotline revocations publish")
-        assert re.search(r"revoked us\.caisi, [1-9]\d* session\(s\) closed", published)
+        published = runner.output_of("hotline revocations post")
+        assert re.search(r"revocation of us\.caisi .*accepted by .*\([1-9]\d* sessions closed\)",
+                         published)
         assert (await thief.get("/v1/inbox")).status == 401   # its session ended at once
         with pytest.raises(AssertionError, match=r"unknown_or_revoked_key|revoked"):
             await RawDesk(http, runner.relay.url, runner.work / "us.caisi-stolen").login()
