@@ -1249,4 +1249,3 @@ def test_protocol_md_documents_every_error_status() -> None:
         assert re.search(rf"\| `{code}` \| {status} \|", text), (
             f"{code} -> {status} is not in the status table of PROTOCOL.md"
         )
-
