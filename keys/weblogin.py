@@ -11,6 +11,7 @@ Ed25519 signature by the operator key over ``Domain.OPERATOR_WEB_LOGIN || body``
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -79,7 +80,11 @@ def parse(token: str) -> WebLogin:
     if len(token) > MAX_TOKEN_CHARS or not _B64URL_RE.fullmatch(token):
         raise MalformedInput("the login token is not base64url text of a sensible length",
                              code="malformed")
-    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except binascii.Error as exc:  # a length no base64 text has (4n + 1)
+        raise MalformedInput("the login token is not valid base64url", code="malformed"
+                             ) from exc
     doc, value = signed.split(raw, what="web login", max_bytes=MAX_TOKEN_CHARS)
     f = codec.fields(value, _SPEC, "web login")
     return WebLogin(f["operator"], f["origin"], f["expires_at"], f["nonce"], doc)

@@ -93,6 +93,9 @@ def test_a_tampered_or_truncated_token_is_refused_by_the_decoder() -> None:
         weblogin.parse(token[: len(token) // 2])
     with pytest.raises(MalformedInput):
         weblogin.parse(token + "<script>")
+    for odd in ("A", "AAAAA", token + "A" * (4 - len(token) % 4 + 1)):
+        with pytest.raises(MalformedInput):  # a base64 length that cannot be, not a crash
+            weblogin.parse(odd)
     with pytest.raises(MalformedInput):
         weblogin.parse("A" * (weblogin.MAX_TOKEN_CHARS + 1))
     # Signed with another key: decodes, does not verify.
