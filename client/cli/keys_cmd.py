@@ -76,6 +76,16 @@ def register(groups: Any) -> None:
                    help="relay URL (repeatable; default $HOTLINE_RELAY, else config.toml)")
     p.set_defaults(run=cmd_publish)
 
+    p = keys.add_parser(
+        "pin-relay", parents=[COMMON],
+        help="pin the relay's (new) key, after checking its fingerprint read out of band",
+    )
+    p.add_argument("--fingerprint", required=True,
+                   help="the relay fingerprint the operator gave you (six groups of digits)")
+    p.add_argument("--relay", action="append", default=[], metavar="URL",
+                   help="relay URL (default $HOTLINE_RELAY, else config.toml)")
+    p.set_defaults(run=cmd_pin_relay)
+
     contacts = groups.add_parser("contacts", help="other desks' verified cards").add_subparsers(
         dest="cmd", metavar="ACTION", required=True
     )
@@ -274,4 +284,54 @@ def cmd_contacts_list(args: argparse.Namespace) -> int:
             print_json({"desk": desk, "fingerprint": fpr, "state": state})
         else:
             print(f"{line(desk):20} {fpr}  {line(state)}")
+    return 0
+
+
+def cmd_pin_relay(args: argparse.Namespace) -> int:
+    """Fetch every configured relay's card; pin it only if its fingerprint is the one given
+    (the previous pin is kept as relay.card.previous)."""
+    import asyncio
+
+    import aiohttp
+
+    from client.client import HomePin, relay_urls
+    from keys import RelayCard
+
+    home = home_of(args)
+    want = re.sub(r"\D", "", args.fingerprint)
+    if len(want) != 30:
+        raise UsageError("--fingerprint is six groups of five digits")
+    urls = relay_urls(home, args.relay)
+    if not urls:
+        raise UsageError("no relay URL: use --relay URL or set HOTLINE_RELAY")
+
+    async def fetch(url: str) -> bytes:
+        timeout = aiohttp.ClientTimeout(total=30)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as http, \
+                    http.get(url.rstrip("/") + "/v1/relay") as r:
+                if r.status != 200:
+                    raise UsageError(f"the relay at {url} answered HTTP {r.status}")
+                return await r.read()
+        except aiohttp.ClientError as exc:
+            raise UsageError(f"cannot reach the relay at {url}: {exc}") from exc
+
+    cards = [(url, RelayCard.decode(asyncio.run(fetch(url)))) for url in urls]
+    for url, card in cards:
+        got = fingerprint("relay", card.relay_id, card.key)
+        if re.sub(r"\D", "", got) != want:
+            raise UsageError(f"the relay at {url} presents {got} ({line(card.relay_id)}), not "
+                             f"the fingerprint given; nothing pinned")
+    card = cards[0][1]
+    if any(c.key != card.key or c.relay_id != card.relay_id for _, c in cards):
+        raise UsageError("the configured relays present different keys; nothing pinned")
+    pin = HomePin(home)
+    previous = pin.load()
+    if previous is not None:
+        home.write("relay.card.previous", previous.encode())
+    pin.save(card)
+    print(f"pinned relay {line(card.relay_id)}, fingerprint "
+          f"{fingerprint('relay', card.relay_id, card.key)}"
+          + ("" if previous is None or previous.key != card.key
+             else " (unchanged)"))
     return 0

@@ -26,7 +26,7 @@ import nacl.public
 import nacl.pwhash.argon2id as argon2id
 import nacl.signing
 
-from keys import codec, keyfile
+from keys import codec, keyfile, weblogin
 from keys.armor import armor
 from keys.envelope import Envelope, seal
 from keys.fingerprint import fingerprint
@@ -139,6 +139,7 @@ DOMAIN_NAMES = (
     "RELAY_CARD",
     "AUTH",
     "OPERATOR_AUTH",
+    "OPERATOR_WEB_LOGIN",
 )
 DESKS = ("us.caisi", "cn.cac", "cn.mss")
 REVOKED_DESK = "us.old"
@@ -759,6 +760,24 @@ def build_vectors() -> dict[str, Any]:
         .hex(),
     }
 
+    # --- the operator's web login link (hotline ops web)
+    web_random = CounterRandom("operator-web-login")
+    web_nonce = web_random(weblogin.LOGIN_NONCE_BYTES)
+    web_token = weblogin.mint(operator_sk, operator=OPERATOR, origin=ORIGIN,
+                              expires_at=TIMES["challenge_expires_at"], nonce=web_nonce)
+    web_doc = weblogin.parse(web_token)
+    operator_web = {
+        "origin": ORIGIN,
+        "operator": OPERATOR,
+        "expires_at": TIMES["challenge_expires_at"],
+        "random": web_random.describe(),
+        "body": web_doc.signed.body.hex(),
+        "signed_bytes": (Domain.OPERATOR_WEB_LOGIN + web_doc.signed.body).hex(),
+        "signature": web_doc.signed.signature.hex(),
+        "token": web_token,
+        "link": weblogin.link(ORIGIN, web_token),
+    }
+
     # --- a key file (fast test-only Argon2id limits) holding us.caisi's secrets
     kf_random = CounterRandom("keyfile")
     payload = keyfile.encode_desk_secrets(secrets["us.caisi"])
@@ -823,7 +842,7 @@ def build_vectors() -> dict[str, Any]:
         "escalation_log_line": escalation_log_line,
         "webhook": webhook,
         "webhook_rejected": webhook_rejected,
-        "auth": {"desk": desk_auth, "operator": operator_auth},
+        "auth": {"desk": desk_auth, "operator": operator_auth, "operator_web": operator_web},
         "key_file": {
             "kind": "desk",
             "payload": payload.hex(),

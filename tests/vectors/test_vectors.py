@@ -99,6 +99,7 @@ EXPECTED_DOMAINS = {
     "RELAY_CARD": b"hotline/v1/relay-card\x00",
     "AUTH": b"hotline/v1/auth\x00",
     "OPERATOR_AUTH": b"hotline/v1/operator-auth\x00",
+    "OPERATOR_WEB_LOGIN": b"hotline/v1/operator-web-login\x00",
 }
 
 
@@ -753,6 +754,27 @@ def test_desk_and_operator_authentication() -> None:
 
 
 # ============================================================== (c) raw libsodium
+
+def test_operator_web_login_link_from_raw_primitives() -> None:
+    """The login link's token is base64url (no padding) of msgpack([body, sig]); the body a
+    map in this key order; the signature Ed25519 over the domain prefix and the body."""
+    import base64
+
+    w = V["auth"]["operator_web"]
+    nonce = h(w["random"]["draws"][0])
+    body = msgpack.packb({"v": 1, "operator": w["operator"], "origin": w["origin"],
+                          "expires_at": w["expires_at"], "nonce": nonce}, use_bin_type=True)
+    assert body == h(w["body"])
+    assert h(w["signed_bytes"]) == b"hotline/v1/operator-web-login\x00" + body
+    raw_verify(pub("operator/ops.alice"), b"hotline/v1/operator-web-login\x00", body,
+               h(w["signature"]))
+    outer = msgpack.packb([body, h(w["signature"])], use_bin_type=True)
+    assert w["token"] == base64.urlsafe_b64encode(outer).decode().rstrip("=")
+    assert w["link"] == w["origin"] + "/ops/login?t=" + w["token"]
+    # An operator's challenge answer is not a login link, and the other way round.
+    with pytest.raises(nacl.exceptions.BadSignatureError):
+        nacl.signing.VerifyKey(pub("operator/ops.alice")).verify(
+            b"hotline/v1/operator-auth\x00" + body, h(w["signature"]))
 
 
 def test_public_keys_and_key_ids_from_seeds() -> None:
