@@ -117,12 +117,13 @@ def register(groups: Any) -> None:
         "post", parents=[COMMON],
         help="hand revocations to a relay, which enforces them and serves them to every desk",
     )
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="revocation files, raw or armoured")
     p.add_argument("--relay", action="append", default=[], metavar="URL",
                    help="relay URL (default $HOTLINE_RELAY, else relays in config.toml)")
     p.set_defaults(run=cmd_rev_post)
     p = rev.add_parser("list", parents=[COMMON], help="the revocations this home knows")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(run=cmd_rev_list)
 
 
