@@ -18,6 +18,7 @@ from keys.envelope import (
 from keys.errors import (
     BadSignature,
     DecryptionFailed,
+    Downgrade,
     HotlineError,
     InsecureKeyFile,
     KeyCertInvalid,
@@ -62,6 +63,7 @@ __all__ = [
     "CertRequest",
     "Confirmation",
     "DecryptionFailed",
+    "Downgrade",
     "DeskCard",
     "DeskCertificate",
     "DeskId",
