@@ -57,6 +57,7 @@ def setup_federation(
     relay_url: str | None = None,
     say: bool = True,
     classical: tuple[str, ...] = (),
+    hybrid_required_from: int | None = None,
 ) -> dict[str, Path]:
     """Create authorities, a signed root and certified desks under ``base``.
 
@@ -89,6 +90,8 @@ def setup_federation(
         "federation",
         "create",
         *[a for c in countries for a in ("--member", str(base / f"{c}.authority"))],
+        *(["--hybrid-required-from", str(hybrid_required_from)]
+          if hybrid_required_from is not None else []),
         "-o",
         str(root),
     )

@@ -431,7 +431,7 @@ class EkCertificate:
     ) -> EkCertificate:
         _check_window(not_before, not_after, "encryption key certificate")
         hybrid = len(encryption_key) == HYBRID_PUBLIC_KEY_BYTES
-        body = {
+        body: dict[str, object] = {
             "v": 2 if hybrid else 1,
             "type": "ek-cert",
             "desk": desk,

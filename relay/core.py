@@ -29,9 +29,9 @@ from keys.errors import HotlineError
 from keys.frames import Accepted, Event, InboxPage, NoticeStatus, RecipientStatus
 from keys.ids import DeskId
 from keys.primitives import equal
+from keys.receipts import EscalationStatement, Rejection, statement_type
 from keys.secrets import HYBRID
 from keys.trust import kem_of
-from keys.receipts import EscalationStatement, Rejection, statement_type
 from relay import faults
 from relay.auth import DeskSession
 from relay.clock import Clock

@@ -62,11 +62,13 @@ def now_ms() -> int:
 
 
 def make_federation(base: Path, desks: tuple[str, ...], *,
-                    classical: tuple[str, ...] = ()) -> dict[str, Path]:
+                    classical: tuple[str, ...] = (),
+                    hybrid_required_from: int | None = None) -> dict[str, Path]:
     """Authorities, a signed root and certified desks under ``base`` (fast test keys);
     hybrid encryption keys except for the desks named in ``classical``."""
     with test_env():
-        return setup_federation(base, desks, say=False, classical=classical)
+        return setup_federation(base, desks, say=False, classical=classical,
+                                hybrid_required_from=hybrid_required_from)
 
 
 @dataclass

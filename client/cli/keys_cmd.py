@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from typing import Any
-
-import os
 
 import nacl.public
 import nacl.signing

@@ -34,8 +34,8 @@ from keys import (
     check_submission,
     open_envelope,
     seal,
+    xwing,
 )
-from keys import xwing
 from keys.envelope import MAX_HEADER_BYTES, MAX_RECIPIENTS, stanza_context
 from keys.keyfile import decode_desk_secrets, encode_desk_secrets
 from keys.xwing import XWingPrivateKey
