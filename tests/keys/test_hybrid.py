@@ -234,22 +234,27 @@ def test_relay_swapping_kem_ciphertexts_breaks_the_outer_signature(fed: Federati
         open_as(fed, forged, B)
 
 
-def _with_old_classical_key(fed: Federation, name: str) -> tuple[DeskSecrets, bytes]:
-    """``name`` also holds (and still publishes) a classical key from before its rotation."""
+def _with_old_classical_key(fed: Federation, name: str, *,
+                            since: int = NOW - 20 * DAY) -> tuple[DeskSecrets, bytes]:
+    """``name`` also holds (and still publishes) a classical key valid from ``since``."""
     d = fed.desks[name]
     old = nacl.public.PrivateKey.generate()
-    pair = EncryptionKeyPair(old, NOW - 20 * DAY, NOW + 10 * DAY, NOW + 40 * DAY)
+    pair = EncryptionKeyPair(old, since, NOW + 10 * DAY, NOW + 40 * DAY)
     secrets = DeskSecrets(d.secrets.desk, d.secrets.identity, (*d.secrets.encryption_keys, pair))
     cert = EkCertificate.issue(d.secrets.desk, d.secrets.identity, bytes(old.public_key),
-                               NOW - 20 * DAY, NOW + 10 * DAY)
+                               since, NOW + 10 * DAY)
     d.secrets, d.card = secrets, DeskCard(d.card.cert, (*d.card.eks, cert))
     return secrets, bytes(old.public_key)
 
 
 def test_sender_refuses_to_seal_classically_to_hybrid_recipient(fed: Federation) -> None:
-    _with_old_classical_key(fed, B)
+    """B's card carries a classical key newer than its hybrid one: the sender still picks
+    the hybrid key, and refuses when asked to seal classically."""
+    _with_old_classical_key(fed, B, since=NOW - DAY // 2)
     v = fed.verified(B)
-    assert len(v.current_encryption_key[1]) == 1216  # the hybrid key wins though older is valid
+    assert len(next(iter(v.encryption_keys.values()))) == 32  # the newest is classical
+    assert len(v.current_encryption_key[1]) == 1216  # the hybrid key wins all the same
+    assert {s.kem for s in send(fed, (B,)).header.stanzas} == {"x-wing"}
     with pytest.raises(Downgrade) as exc:
         send(fed, (B,), kem="x25519")
     assert exc.value.code == "downgrade_refused"
@@ -340,6 +345,19 @@ def test_hybrid_key_certificate_signed_by_another_desk_is_refused(fed: Federatio
     with pytest.raises(KeyCertInvalid) as exc:
         fed.trust.verify_card(DeskCard(d.card.cert, (cert,)), NOW)  # type: ignore[union-attr]
     assert exc.value.code == "key_cert_invalid" and "does not verify" in str(exc.value)
+
+
+@pytest.mark.parametrize("bad", ["mlkem_half", "x25519_half"])
+def test_hybrid_key_certificate_with_an_invalid_key_is_refused(fed: Federation,
+                                                               bad: str) -> None:
+    """A validly signed certificate of a key whose ML-KEM half fails FIPS 203's check, or
+    whose X25519 half is the zero point, does not count."""
+    d = fed.desks[B]
+    pk = XWingPrivateKey(os.urandom(32)).public_key
+    pk = b"\xff" * 1184 + pk[1184:] if bad == "mlkem_half" else pk[:1184] + bytes(32)
+    cert = EkCertificate.issue(d.desk, d.secrets.identity, pk, NOW - DAY, NOW + DAY)
+    with pytest.raises(KeyCertInvalid, match="hybrid encryption key"):
+        fed.trust.verify_card(DeskCard(d.card.cert, (cert,)), NOW)  # type: ignore[union-attr]
 
 
 def test_hybrid_certificate_signature_list_must_match_its_algorithms(fed: Federation) -> None:
