@@ -857,9 +857,6 @@ def build_hybrid(authorities: dict[Country, nacl.signing.SigningKey],
     for c in sorted(authorities):
         root = root.signed_by(c, authorities[c])
     trust = TrustStore(root)
-    me = DeskSecrets(desk, ik, (EncryptionKeyPair(sk, TIMES["ek_not_before"],
-                                                  TIMES["ek_not_after"],
-                                                  TIMES["ek_keep_until"]),))
     recipients = [trust.verify_card(card, NOW), verified["cn.cac"]]
 
     pinned = _pinned_kem_cts()

@@ -1264,7 +1264,8 @@ def test_hybrid_key_certificate_layout_and_signature() -> None:
 def test_hybrid_root_carries_its_rule_in_the_signed_body() -> None:
     root = FederationRoot.decode(h(HY["root"]["encoded"]))
     assert root.hybrid_required_from == HY["root"]["hybrid_required_from"]
-    assert msgpack.unpackb(root.body, raw=False)["hybrid_required_from"] == root.hybrid_required_from
+    body = msgpack.unpackb(root.body, raw=False)
+    assert body["hybrid_required_from"] == root.hybrid_required_from
     root.check_initial(NOW)
 
 
@@ -1314,8 +1315,7 @@ def test_hybrid_notice_opens_through_the_api_for_both_kinds_of_recipient() -> No
                      (EncryptionKeyPair(XWingPrivateKey(h(HY["xwing_seed"])), NOW - 1, NOW + 1,
                                         NOW + 2),))
     got = open_envelope(env, me=pq, sender=sender)
-    cac = DeskSecrets(DeskId("cn.cac"), nacl.signing.SigningKey(h(V["inputs"]["ed25519_seeds"]["desk/cn.cac/ik"])),
-                      (EncryptionKeyPair(nacl.public.PrivateKey(
-                          h(V["inputs"]["x25519_private_keys"]["desk/cn.cac/ek"])), NOW - 1, NOW + 1,
-                          NOW + 2),))
+    ik = nacl.signing.SigningKey(h(V["inputs"]["ed25519_seeds"]["desk/cn.cac/ik"]))
+    ek = nacl.public.PrivateKey(h(V["inputs"]["x25519_private_keys"]["desk/cn.cac/ek"]))
+    cac = DeskSecrets(DeskId("cn.cac"), ik, (EncryptionKeyPair(ek, NOW - 1, NOW + 1, NOW + 2),))
     assert open_envelope(env, me=cac, sender=sender).report == got.report
