@@ -82,6 +82,9 @@ def register(groups: Any) -> None:
     p.add_argument("--version", type=int, default=1,
                    help="root version; an update must be higher (default 1)")
     p.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    p.add_argument("--hybrid-required-from", metavar="UTC_MS", type=int, default=None,
+                   help="from this time (UTC milliseconds) on every desk must use a hybrid "
+                        "encryption key: classical keys and notices are refused")
     p.add_argument("-o", "--output", required=True, help="write the draft root to this file")
     p.set_defaults(run=cmd_fed_create)
     p = fed.add_parser("sign", parents=[COMMON], help="add this authority's signature to a root")
@@ -253,7 +256,8 @@ def cmd_fed_create(args: argparse.Namespace) -> int:
     if not 1 <= args.days <= 5 * 366:
         raise UsageError("--days must be between 1 and 1830")
     now = now_ms()
-    root = FederationRoot.create(args.version, members, now, now + args.days * DAY_MS)
+    root = FederationRoot.create(args.version, members, now, now + args.days * DAY_MS,
+                                 hybrid_required_from=args.hybrid_required_from)
     emit(armor("root", root.encode()), args.output)
     _print_root(root, now)
     print("next: every member authority runs 'hotline federation sign' on this file")
