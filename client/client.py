@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
@@ -83,6 +84,7 @@ from client.items import (
     UnopenedNotice,
     WatchdogOverdue,
 )
+from client.record import LogInconsistent, RecordChecker, log_verifier
 from client.state import (
     ClientState,
     ConfirmationRecord,
@@ -110,10 +112,12 @@ from client.verify import (
 )
 from client.watchdog import WatchdogPolicy
 from client.watchdog import overdue as watchdog_overdue
+from keys import codec
 from keys.envelope import Envelope, seal
 from keys.errors import HotlineError, MalformedInput, UntrustedKey, UsageError
 from keys.frames import Event
 from keys.ids import NOTICE_ID_BYTES, DeskId, desk_id
+from keys.note import Verifier
 from keys.primitives import Random, system_random
 from keys.receipts import (
     MAX_ACK_MESSAGE_CHARS,
@@ -193,6 +197,29 @@ def _recipient(value: str) -> DeskId:
         raise UsageError(
             f"recipient {str(value)[:60]!r} is not a desk id (cc.name, e.g. cn.cac)"
         ) from exc
+
+
+def _content_digest(reply: bytes | None, notice: IncidentReport) -> str:
+    """What a notice id stands for besides its routing facts. ``aware_at`` is left out:
+    it defaults to "now", so a send repeated after a failure would never match its first
+    try."""
+    report = dataclasses.replace(notice, aware_at=0).to_wire()
+    return hashlib.sha256(codec.pack([reply, report])).hexdigest()
+
+
+def _check_same_notice(existing: OutboxRecord, recipients: Sequence[str], severity: str,
+                       status: str, content: str, recorded: str | None) -> None:
+    """Refuse to answer a send with a notice that has the same id but other content."""
+    differs = [what for what, same in (
+        ("recipients", sorted(existing.recipients) == sorted(recipients)),
+        ("severity", existing.severity == severity),
+        ("status", existing.status == status),
+        ("content", recorded is None or recorded == content)) if not same]
+    if differs:
+        raise UsageError(
+            f"notice id {existing.notice_id.hex()} was already used for a different notice "
+            f"({', '.join(differs)} differ); nothing was sent. Use a new --id, or repeat "
+            "the first notice exactly")
 
 
 def parse_notice_id(value: str | bytes) -> bytes:
@@ -308,6 +335,8 @@ class HotlineClient:
         self._watchdog_next: int | None = None
         #: Answer link tests (status "test") with an automatic acknowledgement, unseen.
         self.answer_link_tests = True
+        #: The relay log check (client/record.py), made on first use.
+        self._record: RecordChecker | None = None
 
     @property
     def connection(self) -> RelayConnection:
@@ -403,7 +432,48 @@ class HotlineClient:
             self._closed = True
             if self._connection is not None:
                 await self._connection.close()
+            if self._record is not None:
+                self._record.close()
             self.state.close()
+
+    # ------------------------------------------------------------------ the relay's log
+    @property
+    def record(self) -> RecordChecker:
+        """The check of the relay's log: every relay statement received, proven included in
+        a witnessed checkpoint consistent with every earlier one (client/record.py)."""
+        if self._record is None:
+            async def log_key() -> Verifier:
+                card = await self.relay()
+                return log_verifier(card.relay_id, card.key)
+
+            self._record = RecordChecker(self.home.path, fetch=self._log_fetch,
+                                         log_key=log_key, clock=self._clock)
+        return self._record
+
+    async def _log_fetch(self, path: str) -> bytes | None:
+        try:
+            return (await self.connection.request("GET", path, auth=False)).body
+        except RelayError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def check_record(self, *, force: bool = False) -> list[LogInconsistent]:
+        """A pass of the log check if one is due (or ``force``); the contradictions found.
+        A relay that cannot be reached now is retried at the next pass."""
+        if not (force or self.record.due()):
+            return []
+        try:
+            found = await self.record.check()
+        except (RelayUnavailable, RelayError, HotlineError) as exc:
+            log.info("record.check_deferred reason=%s", exc)
+            return []
+        except Exception as exc:  # the log check never stops the stream; it is logged
+            log.warning("record.check_failed error=%s: %s", type(exc).__name__, exc)
+            return []
+        for item in found:
+            log.error("record.log_inconsistent kind=%s detail=%s", item.kind, item.detail)
+        return found
 
     async def relay(self) -> RelayCard:
         """The pinned relay card (fetched and pinned on first use)."""
@@ -676,12 +746,15 @@ class HotlineClient:
         RelayUnavailable says that nothing was sealed.
         """
         nid = parse_notice_id(notice_id) if notice_id is not None else None
+        reply = self.resolve_id(in_reply_to) if in_reply_to is not None else None
+        recipients = list(dict.fromkeys(_recipient(d) for d in to))
+        content = _content_digest(reply, notice)
         if nid is not None:
             existing = self.state.outbox(nid)
             if existing is not None:
+                _check_same_notice(existing, recipients, severity, status,
+                                   content, self.state.sent_content(nid))
                 return await self._deliver(existing, queue=queue)
-        reply = self.resolve_id(in_reply_to) if in_reply_to is not None else None
-        recipients = list(dict.fromkeys(_recipient(d) for d in to))
         if not recipients:
             raise UsageError("a notice needs at least one recipient")
         if self.desk in recipients:
@@ -699,6 +772,7 @@ class HotlineClient:
             OutboxRecord(env.notice_id, env.raw, env.digest, tuple(env.header.recipients),
                          severity, status, now)
         )
+        self.state.record_sent_content(env.notice_id, content)
         log.info("notice.sealed notice_id=%s recipients=%s severity=%s",
                  env.notice_id.hex(), ",".join(env.header.recipients), severity)
         return await self._deliver(record, queue=queue)
@@ -767,6 +841,7 @@ class HotlineClient:
                                 latest=now)
         self.state.mark_accepted(nid, accepted.attestation, att.at, sent_at)
         self._relay_down = None
+        self.record.saw(accepted.attestation, "accepted", nid, accepted.leaf)
         log.info("notice.sent notice_id=%s accepted_at=%d duplicate=%s",
                  nid.hex(), att.at, accepted.duplicate)
         return SendResult(nid, att.at, att, accepted.duplicate, skew)
@@ -823,6 +898,8 @@ class HotlineClient:
                 yield overdue_item
             for warning in self._take_warnings():
                 yield warning
+            for inconsistent in await self.check_record():
+                yield inconsistent
             return
         # The first watchdog look waits until the backlog had time to arrive, so acks and
         # escalations received while this client was stopped are counted.
@@ -846,9 +923,8 @@ class HotlineClient:
         self._outbox_next, self._outbox_backoff = self._now(), 0
         try:
             while True:
-                due = self._next_home_check
-                if self._watchdog_next is not None:
-                    due = min(due, self._watchdog_next)
+                wake = [t for t in (self._watchdog_next, self.record.next_at()) if t]
+                due = min([self._next_home_check, *wake])
                 wait = max(0.0, (due - self._now()) / 1000)
                 try:
                     got: Event | BaseException | None = await asyncio.wait_for(
@@ -857,8 +933,10 @@ class HotlineClient:
                     if self._watchdog_next is not None and self._now() >= self._watchdog_next:
                         for overdue_item in self.watchdog_check():
                             yield overdue_item
-                        for warning in self._take_warnings():
-                            yield warning
+                    for inconsistent in await self.check_record():  # it knows if it is due
+                        yield inconsistent
+                    for warning in self._take_warnings():
+                        yield warning
                 else:
                     if got is None:
                         return
@@ -942,6 +1020,8 @@ class HotlineClient:
             yield item
         for warning in self._take_warnings():
             yield warning
+        for inconsistent in await self.check_record():
+            yield inconsistent
 
     def watchdog_check(self) -> list[WatchdogOverdue]:
         """Recipients of sent notices that have not acknowledged (a verified, recipient-
@@ -983,6 +1063,7 @@ class HotlineClient:
                 if item is not None:
                     items.append(item)
         items.extend(self._take_warnings())
+        items.extend(await self.check_record())
         return items
 
     async def _live(self) -> AsyncGenerator[Event, None]:
@@ -1004,8 +1085,15 @@ class HotlineClient:
 
     async def handle(self, event: Event) -> Item | None:
         """Verify and record one stream event; return what it means for the caller, or
-        None for a duplicate. Never raises for a bad event: it becomes NoticeRejected."""
+        None for a duplicate. Never raises for a bad event: it becomes NoticeRejected.
+        A verified event's relay statement is kept for the log check."""
         self.refresh_home()
+        item = await self._handle(event)
+        if not isinstance(item, NoticeRejected):
+            self.record.saw(event.attestation, event.kind, event.notice_id, event.leaf)
+        return item
+
+    async def _handle(self, event: Event) -> Item | None:
         relay = await self.relay()
         try:
             if event.kind == "notice":
@@ -1256,6 +1344,8 @@ class HotlineClient:
             self.state.mark_receipt_sent(pending.notice_id)
         elif pending.kind == "ack":
             self.state.mark_acked(pending.notice_id, att.at)
+            self.record.saw(accepted.attestation, "acknowledged", pending.notice_id,
+                            accepted.leaf)
         return att, accepted.duplicate
 
     async def _post_logged(self, pending: PendingConfirmation) -> bool:
@@ -1461,6 +1551,12 @@ class HotlineClient:
         kept from before is posted again as it was (``message`` is then not used)."""
         nid = self.resolve_id(notice_id)
         record = self.state.received(nid)
+        sent = self.state.outbox(nid) if record is None else None
+        if sent is not None:
+            raise UsageError(
+                f"notice {nid.hex()} is one this desk sent (to {', '.join(sent.recipients)}): "
+                f"only its recipients acknowledge it; see their acknowledgements with "
+                f"'hotline status {nid.hex()[:8]}'")
         if record is None:
             if self.state.unopened(nid):
                 raise NoticeUnopened(self._unopened_text(nid))

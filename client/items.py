@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from client.record import LogInconsistent
 from keys.envelope import Notice
 from keys.errors import UsageError
 from keys.ids import DeskId
@@ -246,7 +247,7 @@ class StatusMismatch:
 
 
 Item = (ReceivedNotice | ConfirmationEvent | EscalationEvent | NoticeRejected
-        | NoticeRejectedByRecipient | WatchdogOverdue | ClockSkewWarning)
+        | NoticeRejectedByRecipient | WatchdogOverdue | ClockSkewWarning | LogInconsistent)
 
 
 class UnknownDesk(UsageError):
