@@ -424,7 +424,8 @@ class HotlineClient:
         try:
             await self.retry_outbox()
         except RelayUnavailable as exc:
-            self._note_down(exc)  # a send or ack right after this does not wait again
+            cause = exc.__cause__ if isinstance(exc.__cause__, RelayUnavailable) else exc
+            self._note_down(cause)  # a send or ack right after this does not wait again
             log.warning("outbox.resend_deferred reason=%s", exc.message)
 
     async def close(self) -> None:
@@ -817,7 +818,7 @@ class HotlineClient:
                     "(queuing was turned off)", status=exc.status, url=exc.url) from exc
             self.state.note_attempt(nid, exc.message)
             if queue:
-                log.warning("notice.queued notice_id=%s reason=%s", nid.hex(), exc.message)
+                log.info("notice.queued notice_id=%s reason=%s", nid.hex(), exc.message)
                 return SendResult(nid, None, None, queued=True, reason=exc.message)
             raise RelayUnavailable(
                 f"{exc.detail}; notice {nid.hex()} is kept in the outbox and will be resent "
@@ -1597,7 +1598,7 @@ class HotlineClient:
                     "the relay and NOT kept (queuing was turned off)", status=exc.status,
                     url=exc.url) from exc
             self.state.mark_processed(nid)
-            log.warning("ack.queued notice_id=%s reason=%s", nid.hex(), exc.message)
+            log.info("ack.queued notice_id=%s reason=%s", nid.hex(), exc.message)
             return AckResult(nid, None, None, queued=True, reason=exc.message)
         log.info("notice.acknowledged notice_id=%s sender=%s", nid.hex(), record.sender)
         return AckResult(nid, att.at, att, duplicate)
