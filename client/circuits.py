@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 from client.connection import RelayConnection, RelayError, RelayIdentityError, RelayUnavailable
 from client.home import Home
 from client.items import RelayAcceptance
+from client.status_merge import DEFAULT_LAG_MS
 from client.verify import check_attestation
 from keys.errors import HotlineError, MalformedInput, UsageError
 from keys.frames import Event
@@ -342,6 +343,9 @@ class Circuits:
         self.retry_window_ms = retry_window_ms
         #: How long a question put to every relay waits for the slow ones.
         self.ask_timeout_s = ask_timeout_s
+        #: A step one relay got longer ago than this, missing on another, flags that one
+        #: as lying rather than lagging (client.status_merge).
+        self.lag_ms = DEFAULT_LAG_MS
         self._background: set[asyncio.Task[Any]] = set()
 
     @property

@@ -71,7 +71,7 @@ async def merged_status(circuits: Circuits, notice_id: bytes,
             views.append(RelayView(circuit.name, error=str(got)))
         else:
             views.append(RelayView(circuit.name, got))
-    merged = merge_status(notice_id, views, now=now)
+    merged = merge_status(notice_id, views, now=now, lag_ms=circuits.lag_ms)
     for flag in merged.flags:
         log.warning("status.relay_flagged notice_id=%s relay=%s flag=%s desk=%s detail=%s",
                     notice_id.hex(), flag.relay, flag.kind, flag.desk, flag.detail)
