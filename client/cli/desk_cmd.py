@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from client.cli import relays_cmd
 from client.cli.common import COMMON, iso, print_json
 from client.cli.safe_text import SafeFormatter, block, line
 from client.client import (
@@ -81,6 +82,9 @@ def register(groups: Any) -> None:
     p.add_argument("--id", dest="notice_id", metavar="HEX",
                    help="use this notice id (32 hex digits): sending again with the same id "
                         "never duplicates the notice")
+    p.add_argument("--require", default="1", metavar="N|all",
+                   help="with several relays: acceptances needed (default 1; the others "
+                        "are posted again from the outbox); 'all' for scripts")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_send)
 
@@ -283,17 +287,27 @@ def cmd_send(args: argparse.Namespace) -> int:
     result = _run(args, lambda c: c.send(
         to=args.to, severity=args.severity, notice=report, status=args.status,
         in_reply_to=args.in_reply_to, notice_id=args.notice_id,
+        require=args.require if args.require == "all" else _require(args.require),
     ))
     if args.json:
         print_json({"notice_id": result.notice_id.hex(), "accepted_at": iso8601(result.accepted_at),
-                    "duplicate": result.duplicate, "to": sorted(args.to)})
+                    "duplicate": result.duplicate, "to": sorted(args.to),
+                    "relays": relays_cmd.relays_json(result.relays)})
     else:
         again = " (already accepted earlier)" if result.duplicate else ""
         print(f"notice {result.notice_id.hex()}")
         print(f"accepted by the relay at {iso(result.accepted_at)}{again}")
+        if result.relays:
+            print(relays_cmd.send_text(result.relays))
     if result.clock_skew is not None:
         print(f"hotline: WARNING: {_skew_text(result.clock_skew)}", file=sys.stderr)
     return 0
+
+
+def _require(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"--require {value!r}: give a number of relays (1 or more) or 'all'")
+    return int(value)
 
 
 def cmd_reply(args: argparse.Namespace) -> int:
@@ -624,6 +638,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "mismatches": [{"field": m.field, "ours": m.ours, "relay": m.relay}
                                for m in view.mismatches],
                 "verified": view.verified,
+                "relays": relays_cmd.merged_json(view),
             })
         _mismatch_warning(view)
         return 0 if view.verified else 1
@@ -650,7 +665,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{_span(p.get('repeat_ms'))} up to level {level}, response "
                   f"{'within ' + _span(response) if response else 'not required'} "
                   "(frozen at acceptance)")
-    if _mismatch_warning(view):
+    flagged = relays_cmd.print_merged(view)
+    if _mismatch_warning(view) or flagged:
         return 1
     if not view.verified:
         print("  WARNING: not every signature in this status verified", file=sys.stderr)

@@ -18,6 +18,7 @@ from client.cli import (
     keys_cmd,
     ops_cmd,
     relay_cmd,
+    relays_cmd,
     witness_cmd,
 )
 from client.cli.safe_text import line
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cmd.register(groups)
     authority_cmd.register(groups)
     relay_cmd.register(groups)
+    relays_cmd.register(groups)
     witness_cmd.register(groups)
     ops_cmd.register(groups)
     drill_cmd.register(groups)
