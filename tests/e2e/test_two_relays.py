@@ -155,11 +155,12 @@ async def test_one_relay_down_notices_arrive_through_the_other_and_it_catches_up
 async def test_hostile_relay_drops_and_denies_delivery_is_flagged(
         federation: dict[str, Path], relays: tuple[RelayProcess, RelayProcess],
         login_all: object) -> None:
-    """cn-relay accepts the notice, never delivers it to cn.cac and says it was not
+    """cn-relay (the first relay cn.cac lists) accepts the notice, never delivers it to
+    cn.cac and says it was not
     delivered: the notice arrives through us-relay, and the recipient's signed receipt
     (through us-relay) proves delivery; the sender's status flags cn-relay."""
     async with open_desk(federation, relays, "us.caisi") as us, \
-            open_desk(federation, relays, "cn.cac") as cn:
+            open_desk(federation, relays, "cn.cac", hostile_first=True) as cn:
         sent = await us.send(to=["cn.cac"], severity="high", notice=report())
         assert {r.relay for r in sent.relays if r.accepted} == {"us-relay", "cn-relay"}
         (got,) = await collect(cn, 1)
@@ -183,7 +184,7 @@ async def test_relay_delaying_pushes_by_minutes_does_not_delay_the_notice(
         federation: dict[str, Path], relays: tuple[RelayProcess, RelayProcess],
         login_all: object) -> None:
     async with open_desk(federation, relays, "us.caisi") as us, \
-            open_desk(federation, relays, "cn.cac") as cn:
+            open_desk(federation, relays, "cn.cac", hostile_first=True) as cn:
         sent = await us.send(to=["cn.cac"], severity="high", notice=report())
         (got,) = await collect(cn, 1, timeout=60)
         assert got.notice_id == sent.notice_id
