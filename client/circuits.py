@@ -35,7 +35,7 @@ import sqlite3
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from client.connection import RelayConnection, RelayError, RelayIdentityError, RelayUnavailable
 from client.home import Home
@@ -261,18 +261,24 @@ class CircuitBook:
         self._db.execute("UPDATE sends SET error = ? WHERE notice_id = ? AND relay = ? AND "
                          "kind = ?", (error, row.notice_id, row.relay, row.kind))
 
-    def _rows(self, where: str, args: tuple[Any, ...]) -> list[SendRow]:
-        rows = self._db.execute(
-            "SELECT notice_id, relay, kind, body, digest, desk, created_at, until, state, "
-            f"attestation, error FROM sends WHERE {where} ORDER BY created_at", args)
+    _SELECT = ("SELECT notice_id, relay, kind, body, digest, desk, created_at, until, state, "
+               "attestation, error FROM sends WHERE ")
+    #: The only filters _rows takes (constants: no caller text reaches the SQL).
+    _WHERE: ClassVar[dict[str, str]] = {
+        "pending": "state = 'pending' AND until > ? ORDER BY created_at",
+        "of": "notice_id = ? AND kind = ? ORDER BY created_at",
+    }
+
+    def _rows(self, which: str, args: tuple[Any, ...]) -> list[SendRow]:
+        rows = self._db.execute(self._SELECT + self._WHERE[which], args)
         return [SendRow(bytes(r[0]), r[1], r[2], bytes(r[3]), bytes(r[4]), r[5], r[6], r[7],
                         r[8], bytes(r[9]) if r[9] is not None else None, r[10]) for r in rows]
 
     def pending(self, now: int) -> list[SendRow]:
-        return self._rows("state = 'pending' AND until > ?", (now,))
+        return self._rows("pending", (now,))
 
     def of(self, notice_id: bytes, kind: str) -> list[SendRow]:
-        return self._rows("notice_id = ? AND kind = ?", (notice_id, kind))
+        return self._rows("of", (notice_id, kind))
 
 
 # ----------------------------------------------------------------------------- results
@@ -400,7 +406,7 @@ class Circuits:
             result = RelayAcceptance(c.name, "pending", error=exc.message)
         else:
             result = RelayAcceptance(c.name, "accepted", att, accepted.attestation,
-                                     accepted.duplicate)
+                                     accepted.duplicate, leaf=accepted.leaf)
         if self.book is not None and result.state != "pending":
             self.book.settle(notice_id, c.name, kind, result.state, result.raw, result.error)
         elif self.book is not None and result.error:
@@ -453,7 +459,8 @@ class Circuits:
             accepted = await c.connection.send_confirmation(body)
         att = check_attestation(accepted.attestation, await c.card(), event=ATTESTS[kind],
                                 notice_id=notice_id, digest=digest, desk=desk)
-        return RelayAcceptance(c.name, "accepted", att, accepted.attestation, accepted.duplicate)
+        return RelayAcceptance(c.name, "accepted", att, accepted.attestation, accepted.duplicate,
+                               leaf=accepted.leaf)
 
     def results(self, notice_id: bytes, kind: str) -> tuple[RelayAcceptance, ...]:
         """What each relay answered to ``kind`` of ``notice_id``, as kept."""
@@ -499,7 +506,7 @@ class Circuits:
             while True:
                 try:
                     await self.retry_missed()
-                except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
+                except Exception as exc:
                     log.warning("circuits.retry_failed reason=%s", exc)
                 await sleep(interval_s)
 
@@ -555,12 +562,10 @@ class Circuits:
                     await t
                 out.append((c, RelayUnavailable(f"{c.name} did not answer within "
                                                 f"{self.ask_timeout_s:g}s")))
-            elif t.exception() is not None:
-                exc = t.exception()
-                assert exc is not None
-                if isinstance(exc, RelayIdentityError):
-                    raise exc
-                out.append((c, exc))
+            elif (failure := t.exception()) is not None:
+                if isinstance(failure, RelayIdentityError):
+                    raise failure
+                out.append((c, failure))
             else:
                 out.append((c, t.result()))
         return out

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
@@ -50,7 +51,6 @@ from client.circuits import (
     describe,
     open_circuits,
 )
-from client.multi import handle_once, merged_status
 from client.connection import (
     Clock,
     RelayConnection,
@@ -70,12 +70,15 @@ from client.items import (
     NoticeRejected,
     NoticeRejectedByRecipient,
     ReceivedNotice,
+    RelayAcceptance,
     SendResult,
     StatusMismatch,
     UnknownDesk,
     UnknownNotice,
     WatchdogOverdue,
 )
+from client.multi import handle_once, merged_status
+from client.record import LogInconsistent, RecordChecker, log_verifier
 from client.state import (
     ClientState,
     ConfirmationRecord,
@@ -90,7 +93,6 @@ from client.verify import (
     NoticeStatusView,
     OwnCopy,
     beyond_skew,
-    check_attestation,
     reopen,
     status_view,
     verify_confirmation,
@@ -100,10 +102,12 @@ from client.verify import (
 )
 from client.watchdog import WatchdogPolicy
 from client.watchdog import overdue as watchdog_overdue
+from keys import codec
 from keys.envelope import Envelope, seal
 from keys.errors import HotlineError, MalformedInput, UntrustedKey, UsageError
 from keys.frames import Event
 from keys.ids import NOTICE_ID_BYTES, DeskId, desk_id
+from keys.note import Verifier
 from keys.primitives import Random, system_random
 from keys.receipts import (
     MAX_ACK_MESSAGE_CHARS,
@@ -183,6 +187,29 @@ def _recipient(value: str) -> DeskId:
         raise UsageError(
             f"recipient {str(value)[:60]!r} is not a desk id (cc.name, e.g. cn.cac)"
         ) from exc
+
+
+def _content_digest(reply: bytes | None, notice: IncidentReport) -> str:
+    """What a notice id stands for besides its routing facts. ``aware_at`` is left out:
+    it defaults to "now", so a send repeated after a failure would never match its first
+    try."""
+    report = dataclasses.replace(notice, aware_at=0).to_wire()
+    return hashlib.sha256(codec.pack([reply, report])).hexdigest()
+
+
+def _check_same_notice(existing: OutboxRecord, recipients: Sequence[str], severity: str,
+                       status: str, content: str, recorded: str | None) -> None:
+    """Refuse to answer a send with a notice that has the same id but other content."""
+    differs = [what for what, same in (
+        ("recipients", sorted(existing.recipients) == sorted(recipients)),
+        ("severity", existing.severity == severity),
+        ("status", existing.status == status),
+        ("content", recorded is None or recorded == content)) if not same]
+    if differs:
+        raise UsageError(
+            f"notice id {existing.notice_id.hex()} was already used for a different notice "
+            f"({', '.join(differs)} differ); nothing was sent. Use a new --id, or repeat "
+            "the first notice exactly")
 
 
 def parse_notice_id(value: str | bytes) -> bytes:
@@ -273,6 +300,8 @@ class HotlineClient:
         self._watchdog_next: int | None = None
         #: Answer link tests (status "test") with an automatic acknowledgement, unseen.
         self.answer_link_tests = True
+        #: The relay log check (client/record.py), made on first use.
+        self._record: RecordChecker | None = None
 
     def _make_connection(self, urls: Sequence[str], pin: object,
                          on_revocation: Callable[[bytes], None]) -> RelayConnection:
@@ -288,7 +317,7 @@ class HotlineClient:
             if self._relay_specs and self._connection is None:
                 self._circuits = open_circuits(
                     self.home, self._relay_specs, make=self._make_connection,
-                    learn=lambda body, src: self.learn_revocations([body], src),
+                    learn=self._learn_pushed,
                     state_cursor=self.state.cursor, clock=self._clock)
             else:
                 if self._connection is None:
@@ -383,7 +412,48 @@ class HotlineClient:
                 await self._circuits.close()
             elif self._connection is not None:
                 await self._connection.close()
+            if self._record is not None:
+                self._record.close()
             self.state.close()
+
+    # ------------------------------------------------------------------ the relay's log
+    @property
+    def record(self) -> RecordChecker:
+        """The check of the relay's log: every relay statement received, proven included in
+        a witnessed checkpoint consistent with every earlier one (client/record.py)."""
+        if self._record is None:
+            async def log_key() -> Verifier:
+                card = await self.relay()
+                return log_verifier(card.relay_id, card.key)
+
+            self._record = RecordChecker(self.home.path, fetch=self._log_fetch,
+                                         log_key=log_key, clock=self._clock)
+        return self._record
+
+    async def _log_fetch(self, path: str) -> bytes | None:
+        try:
+            return (await self.connection.request("GET", path, auth=False)).body
+        except RelayError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def check_record(self, *, force: bool = False) -> list[LogInconsistent]:
+        """A pass of the log check if one is due (or ``force``); the contradictions found.
+        A relay that cannot be reached now is retried at the next pass."""
+        if not (force or self.record.due()):
+            return []
+        try:
+            found = await self.record.check()
+        except (RelayUnavailable, RelayError, HotlineError) as exc:
+            log.info("record.check_deferred reason=%s", exc)
+            return []
+        except Exception as exc:  # the log check never stops the stream; it is logged
+            log.warning("record.check_failed error=%s: %s", type(exc).__name__, exc)
+            return []
+        for item in found:
+            log.error("record.log_inconsistent kind=%s detail=%s", item.kind, item.detail)
+        return found
 
     async def relay(self) -> RelayCard:
         """The pinned relay card (fetched and pinned on first use)."""
@@ -474,6 +544,9 @@ class HotlineClient:
         if not self._revocations_fetched:
             await self.fetch_revocations()
 
+    def _learn_pushed(self, body: bytes, source: str) -> None:
+        self.learn_revocations([body], source)
+
     def _pushed_revocation(self, body: bytes) -> None:
         self.learn_revocations([body], self.connection.url)
 
@@ -557,12 +630,15 @@ class HotlineClient:
         that did not accept yet are posted to again. ``result.relays``: each one's answer.
         """
         nid = parse_notice_id(notice_id) if notice_id is not None else None
+        reply = self.resolve_id(in_reply_to) if in_reply_to is not None else None
+        recipients = list(dict.fromkeys(_recipient(d) for d in to))
+        content = _content_digest(reply, notice)
         if nid is not None:
             existing = self.state.outbox(nid)
             if existing is not None:
+                _check_same_notice(existing, recipients, severity, status,
+                                   content, self.state.sent_content(nid))
                 return await self._deliver(existing, require)
-        reply = self.resolve_id(in_reply_to) if in_reply_to is not None else None
-        recipients = list(dict.fromkeys(_recipient(d) for d in to))
         if not recipients:
             raise UsageError("a notice needs at least one recipient")
         if self.desk in recipients:
@@ -577,6 +653,7 @@ class HotlineClient:
             OutboxRecord(env.notice_id, env.raw, env.digest, tuple(env.header.recipients),
                          severity, status, now)
         )
+        self.state.record_sent_content(env.notice_id, content)
         log.info("notice.sealed notice_id=%s recipients=%s severity=%s",
                  env.notice_id.hex(), ",".join(env.header.recipients), severity)
         return await self._deliver(record, require)
@@ -635,6 +712,7 @@ class HotlineClient:
         skew = self._check_skew(nid, "accepted", self.desk, att.at,
                                 earliest=sent_at if duplicate else posted_at, latest=now)
         self.state.mark_accepted(nid, first.raw, att.at, sent_at)
+        self._saw(results[0], "accepted", nid)
         log.info("notice.sent notice_id=%s accepted_at=%d duplicate=%s relays=%s",
                  nid.hex(), att.at, duplicate, describe(results))
         relays = results if self.circuits.multi else ()
@@ -691,6 +769,8 @@ class HotlineClient:
                 yield overdue_item
             for warning in self._take_warnings():
                 yield warning
+            for inconsistent in await self.check_record():
+                yield inconsistent
             return
         # The first watchdog look waits until the backlog had time to arrive, so acks and
         # escalations received while this client was stopped are counted.
@@ -713,13 +793,16 @@ class HotlineClient:
         try:
             while True:
                 wait = None
-                if self._watchdog_next is not None:
-                    wait = max(0.0, (self._watchdog_next - self._now()) / 1000)
+                wake = [t for t in (self._watchdog_next, self.record.next_at()) if t]
+                if wake:
+                    wait = max(0.0, (min(wake) - self._now()) / 1000)
                 try:
                     got = await asyncio.wait_for(queue.get(), timeout=wait)
                 except TimeoutError:
                     for overdue_item in self.watchdog_check():
                         yield overdue_item
+                    for inconsistent in await self.check_record():
+                        yield inconsistent
                     for warning in self._take_warnings():
                         yield warning
                     continue
@@ -751,6 +834,8 @@ class HotlineClient:
             yield item
         for warning in self._take_warnings():
             yield warning
+        for inconsistent in await self.check_record():
+            yield inconsistent
 
     def watchdog_check(self) -> list[WatchdogOverdue]:
         """Recipients of sent notices that have not acknowledged (a verified, recipient-
@@ -790,6 +875,7 @@ class HotlineClient:
                 if item is not None:
                     items.append(item)
         items.extend(self._take_warnings())
+        items.extend(await self.check_record())
         return items
 
     async def _pages(self) -> AsyncGenerator[tuple[Circuit, Event], None]:
@@ -813,9 +899,21 @@ class HotlineClient:
     async def handle(self, event: Event, circuit: Circuit | None = None) -> Item | None:
         """Verify and record one stream event (that came by ``circuit``, default the first
         relay); return what it means for the caller, or None for a duplicate. Never raises
-        for a bad event: it becomes NoticeRejected."""
+        for a bad event: it becomes NoticeRejected. A verified event's relay statement is
+        kept for the log check (the first relay's log: only its statements)."""
         self.refresh_revocations()
         circuit = circuit or self.circuits.primary
+        item = await self._handle(event, circuit)
+        if not isinstance(item, NoticeRejected) and circuit is self.circuits.primary:
+            self.record.saw(event.attestation, event.kind, event.notice_id, event.leaf)
+        return item
+
+    def _saw(self, result: RelayAcceptance, kind: str, notice_id: bytes) -> None:
+        """Keep the first relay's statement for its log check (client/record.py)."""
+        if result.accepted and result.relay == self.circuits.primary.name:
+            self.record.saw(result.raw, kind, notice_id, result.leaf)
+
+    async def _handle(self, event: Event, circuit: Circuit) -> Item | None:
         relay = await circuit.card()
         try:
             if event.kind == "notice":
@@ -1098,6 +1196,12 @@ class HotlineClient:
         ``automatic`` marks, signed, an acknowledgement no person made (a link test's)."""
         nid = self.resolve_id(notice_id)
         record = self.state.received(nid)
+        sent = self.state.outbox(nid) if record is None else None
+        if sent is not None:
+            raise UsageError(
+                f"notice {nid.hex()} is one this desk sent (to {', '.join(sent.recipients)}): "
+                f"only its recipients acknowledge it; see their acknowledgements with "
+                f"'hotline status {nid.hex()[:8]}'")
         if record is None:
             raise UnknownNotice(
                 f"no notice {nid.hex()} among those this desk received: fetch it first "
@@ -1123,6 +1227,7 @@ class HotlineClient:
             self._check_skew(nid, "acknowledged", self.desk, att.at, earliest=posted_at,
                              latest=self._now())
         self.state.mark_acked(nid, att.at)
+        self._saw(results[0], "acknowledged", nid)
         log.info("notice.acknowledged notice_id=%s sender=%s", nid.hex(), record.sender)
         return AckResult(nid, att.at, att, duplicate,
                          results if self.circuits.multi else ())

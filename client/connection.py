@@ -203,6 +203,21 @@ class MemoryPin:
         self.card = card
 
 
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """A change in the event stream's connectivity, for live views (``on_link``).
+
+    ``state`` is ``connected`` (first open), ``lost`` (an open stream ended; ``reason``),
+    ``retrying`` (the next try is in ``wait_s`` seconds, after ``failures`` failed tries;
+    ``reason``) or ``reconnected`` (open again after a loss or failed tries)."""
+
+    state: str
+    url: str
+    reason: str | None = None
+    wait_s: float | None = None
+    failures: int = 0
+
+
 class _Transient(Exception):
     """A failure another try (maybe at another URL) may cure. Internal to this module."""
 
@@ -290,6 +305,12 @@ class RelayConnection:
         self._checked: set[str] = set()  # URLs whose relay card matched the pin
         self._relay: RelayCard | None = None
         self.stream_stats = StreamStats()
+        #: Called with a LinkState at each change of the stream's connectivity.
+        self.on_link: Callable[[LinkState], None] | None = None
+
+    def _link(self, state: str, **details: object) -> None:
+        if self.on_link is not None:
+            self.on_link(LinkState(state, self.url, **details))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> RelayConnection:
@@ -623,6 +644,7 @@ class RelayConnection:
         """
         failures = 0
         relogged = False
+        opened = False
         while True:
             try:
                 ws = await self._open_stream(cursor())
@@ -644,9 +666,11 @@ class RelayConnection:
                 wait = self._wait_for(exc, failures)
                 log.info("relay.stream.retry failures=%d wait=%.2fs reason=%s",
                          failures, wait, exc.reason)
+                self._link("retrying", reason=exc.reason, wait_s=wait, failures=failures)
                 await self._sleep(wait)
                 continue
-            failures, relogged = 0, False
+            self._link("reconnected" if opened or failures else "connected")
+            failures, relogged, opened = 0, False, True
             log.info("relay.stream.open url=%s after=%d", self.url, cursor())
             reader = _StreamReader(ws, self.url, on_revocation=self.on_revocation)
             self._stream = reader
@@ -664,6 +688,8 @@ class RelayConnection:
             failures = 1
             wait = self.policy.delay(failures, self._jitter())
             log.warning("relay.stream.lost reason=%s; reconnecting", reason)
+            self._link("lost", reason=reason)
+            self._link("retrying", reason=reason, wait_s=wait, failures=failures)
             await self._sleep(wait)
 
     async def _open_stream(self, after: int) -> aiohttp.ClientWebSocketResponse:
@@ -826,7 +852,8 @@ async def _read_stream(ws: aiohttp.ClientWebSocketResponse, base: str,
             elif kind in ("accepted", "confirmed") and pending and frame["ref"] in pending:
                 fut = pending[frame["ref"]]
                 if not fut.done() and frame["attestation"] is not None:
-                    fut.set_result(Accepted(frame["attestation"], frame["duplicate"]))
+                    fut.set_result(Accepted(frame["attestation"], frame["duplicate"],
+                                            frame["leaf"]))
             elif kind == "error" and pending and frame["ref"] in pending:
                 # The relay refused one message sent on the stream; the stream goes on.
                 fut = pending[frame["ref"]]

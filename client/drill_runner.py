@@ -191,6 +191,10 @@ class HeartbeatWatch:
         return out
 
 
+#: Beside a stream, how often (at most) the link tester looks at the receipts it got.
+STREAM_CHECK_S = 30.0
+
+
 @dataclass
 class LinkTester:
     """Sends a link test to each of ``peers`` every ``every_ms`` and watches the receipts.
@@ -249,12 +253,15 @@ class LinkTester:
         log.info("linktest.sent peer=%s notice_id=%s", peer, sent.notice_id.hex())
         return sent.notice_id
 
-    async def tick(self) -> list[LinkEvent]:
-        """Fetch what arrived (receipts, link tests from peers), send due tests, report."""
-        try:
-            await self.client.fetch()
-        except HotlineError as exc:
-            log.warning("linktest.fetch_failed reason=%s", exc)
+    async def tick(self, *, fetch: bool = True) -> list[LinkEvent]:
+        """Fetch what arrived (receipts, link tests from peers), send due tests, report.
+        ``fetch=False`` beside a running stream (``hotline watch``), which already takes
+        in the receipts."""
+        if fetch:
+            try:
+                await self.client.fetch()
+            except HotlineError as exc:
+                log.warning("linktest.fetch_failed reason=%s", exc)
         for nid, (_peer, _at) in list(self._monitor._waiting.items()):
             for c in self.client.state.confirmations(nid):
                 if c.kind == "receipt":
@@ -291,15 +298,20 @@ class LinkTester:
         return min(due)
 
     async def run(self, rounds: int | None = None,
-                  on_event: Callable[[LinkEvent], None] = lambda e: None) -> None:
+                  on_event: Callable[[LinkEvent], None] = lambda e: None, *,
+                  beside_stream: bool = False) -> None:
+        """Tick until ``rounds`` steps are done (None: for ever). ``beside_stream``: a
+        stream of this client's (``hotline watch``) takes in the receipts, so nothing is
+        fetched, and the step is at least every ``STREAM_CHECK_S`` seconds."""
         sleep = self.sleep
         assert sleep is not None, "LinkTester.run needs a sleep"
         done = 0
         while rounds is None or done < rounds:
-            for e in await self.tick():
+            for e in await self.tick(fetch=not beside_stream):
                 on_event(e)
             done += 1
-            await sleep(max(0.0, (self.next_wake() - self._now()) / 1000))
+            wait = max(0.0, (self.next_wake() - self._now()) / 1000)
+            await sleep(min(wait, STREAM_CHECK_S) if beside_stream else wait)
 
 
 # ----------------------------------------------------------------------------- exercises

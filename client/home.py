@@ -157,7 +157,7 @@ class Home:
             if isinstance(value, list):
                 items = ", ".join(_toml_str(str(v)) for v in value)
                 lines.append(f"{key} = [{items}]")
-            elif isinstance(value, bool | int):
+            elif isinstance(value, bool | int | float):
                 lines.append(f"{key} = {str(value).lower()}")
             else:
                 lines.append(f"{key} = {_toml_str(str(value))}")

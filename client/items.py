@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from client.record import LogInconsistent
 from keys.envelope import Notice
 from keys.errors import UsageError
 from keys.ids import DeskId
@@ -49,6 +50,8 @@ class RelayAcceptance:
     raw: bytes | None = None
     duplicate: bool = False
     error: str | None = None
+    #: The relay's log index of its statement (client/record.py), if it named one.
+    leaf: int | None = None
 
     @property
     def accepted(self) -> bool:
@@ -217,7 +220,7 @@ class StatusMismatch:
 
 
 Item = (ReceivedNotice | ConfirmationEvent | EscalationEvent | NoticeRejected
-        | NoticeRejectedByRecipient | WatchdogOverdue | ClockSkewWarning)
+        | NoticeRejectedByRecipient | WatchdogOverdue | ClockSkewWarning | LogInconsistent)
 
 
 class UnknownDesk(UsageError):
@@ -237,12 +240,12 @@ __all__ = [
     "AckResult",
     "ClockSkewWarning",
     "ConfirmationEvent",
-    "RelayAcceptance",
     "EscalationEvent",
     "Item",
     "NoticeRejected",
     "NoticeRejectedByRecipient",
     "ReceivedNotice",
+    "RelayAcceptance",
     "SendResult",
     "StatusMismatch",
     "UnknownDesk",

@@ -349,6 +349,19 @@ class ClientState:
             )
 
     # ------------------------------------------------------------------ cursor
+    def sent_content(self, notice_id: bytes) -> str | None:
+        """The content digest recorded with :meth:`record_sent_content`, if any."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?",
+                               ("content:" + notice_id.hex(),)).fetchone()
+        return None if row is None else str(row[0])
+
+    def record_sent_content(self, notice_id: bytes, digest: str) -> None:
+        """Remember what a notice id was used for, so that reusing the id for other
+        content is refused rather than silently answered with the first notice."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                       ("content:" + notice_id.hex(), digest))
+
     def cursor(self) -> int:
         """The seq of the last event fully handled; the stream resumes after it."""
         (value,) = self._db.execute("SELECT value FROM meta WHERE key = 'cursor'").fetchone()

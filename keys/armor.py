@@ -49,7 +49,8 @@ def dearmor(kind: str, data: bytes) -> bytes:
     label = m.group(1).decode()
     if label != LABELS[kind]:
         raise MalformedInput(
-            f"expected a {LABELS[kind].lower()}, got a {label.lower()}", code="wrong_document"
+            f"expected {_a(LABELS[kind].lower())}, got {_a(label.lower())}",
+            code="wrong_document",
         )
     try:
         return base64.b64decode(b"".join(m.group(2).split()), validate=True)
@@ -77,3 +78,8 @@ def dearmor_all(kind: str, data: bytes) -> list[bytes]:
     if data[pos:].strip():
         raise MalformedInput("armoured text has bytes after its last END line", code="malformed")
     return out
+
+
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: "a desk card", "an authority card"."""
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun

@@ -306,7 +306,8 @@ def text(max_chars: int, *, min_chars: int = 0, pattern: re.Pattern[str] | None 
         if len(value) > max_chars:
             fail("too_large", f"{path} is {len(value)} characters; the limit is {max_chars}")
         if len(value) < min_chars:
-            fail("bad_value", f"{path} must have at least {min_chars} characters")
+            fail("bad_value", f"{path} must have at least {min_chars} "
+                              f"character{'' if min_chars == 1 else 's'}")
         if pattern is not None and not pattern.fullmatch(value):
             fail("bad_value", f"{path} {value[:60]!r} does not have the required form")
         return value

@@ -48,6 +48,15 @@ MAX_FRAME_OBJECTS = 256
 MAX_STATUS_OBJECTS = 40_000
 
 
+def _optional_leaf(value: Any, what: str) -> tuple[Any, int | None]:
+    """Split the optional ``leaf`` field (a log leaf index) off a map."""
+    if type(value) is not dict or "leaf" not in value:
+        return value, None
+    rest = dict(value)
+    leaf = uint()(rest.pop("leaf"), f"{what}.leaf")
+    return rest, leaf
+
+
 def _decode(data: bytes, spec: dict[str, codec.Check], what: str,
             max_bytes: int = MAX_FRAME_BYTES,
             max_objects: int = MAX_FRAME_OBJECTS) -> dict[str, Any]:
@@ -182,16 +191,23 @@ class Accepted:
 
     attestation: bytes
     duplicate: bool
+    #: The attestation's leaf index in the relay's log (PROTOCOL.md 20.2), if named.
+    leaf: int | None = None
 
     def encode(self) -> bytes:
-        return codec.pack({"v": 1, "attestation": self.attestation,
-                           "duplicate": self.duplicate})
+        out: dict[str, Any] = {"v": 1, "attestation": self.attestation,
+                               "duplicate": self.duplicate}
+        if self.leaf is not None:
+            out["leaf"] = self.leaf
+        return codec.pack(out)
 
     @classmethod
     def decode(cls, data: bytes) -> Accepted:
-        f = _decode(data, {"v": version(1), "attestation": _doc, "duplicate": boolean},
-                    "accepted")
-        return cls(f["attestation"], f["duplicate"])
+        value, leaf = _optional_leaf(codec.unpack(data, what="accepted", max_bytes=MAX_FRAME_BYTES,
+                                                  max_objects=MAX_FRAME_OBJECTS), "accepted")
+        f = fields(value, {"v": version(1), "attestation": _doc, "duplicate": boolean},
+                   "accepted")
+        return cls(f["attestation"], f["duplicate"], leaf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,20 +250,27 @@ class Event:
     confirmation: bytes | None = None
     attestation: bytes | None = None
     signer_cert: bytes | None = None
+    #: The index of ``attestation``'s leaf in the relay's log (PROTOCOL.md 20.2); absent
+    #: on the wire when the relay does not name one.
+    leaf: int | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"seq": self.seq, "kind": self.kind, "notice_id": self.notice_id,
-                "envelope": self.envelope, "confirmation": self.confirmation,
-                "attestation": self.attestation, "signer_cert": self.signer_cert}
+        out = {"seq": self.seq, "kind": self.kind, "notice_id": self.notice_id,
+               "envelope": self.envelope, "confirmation": self.confirmation,
+               "attestation": self.attestation, "signer_cert": self.signer_cert}
+        if self.leaf is not None:
+            out["leaf"] = self.leaf
+        return out
 
     @classmethod
     def from_wire(cls, value: Any, path: str = "event",
                   max_bytes: int = DEFAULT_MAX_NOTICE_BYTES) -> Event:
+        value, leaf = _optional_leaf(value, path)
         f = fields(value, {"seq": _seq, "kind": one_of(EVENT_KINDS), "notice_id": _nid,
                            "envelope": nullable(blob(max_size=max_bytes)),
                            "confirmation": nullable(_doc), "attestation": nullable(_doc),
                            "signer_cert": nullable(_doc)}, path)
-        return cls(**f)
+        return cls(**f, leaf=leaf)
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,15 +438,17 @@ def decode_client_message(data: bytes,
 def relay_message(kind: str, *, ref: int = 0, event: Event | None = None,
                   attestation: bytes | None = None, duplicate: bool = False,
                   error: str | None = None, status: int = 0,
-                  detail: str | None = None) -> bytes:
+                  detail: str | None = None, leaf: int | None = None) -> bytes:
     """A relay's stream message. ``accepted`` and ``confirmed`` answer a ``submit`` and a
     ``confirm`` with the attestation (``duplicate`` as the HTTP API's); ``error`` answers
     either with the code, the HTTP status the same refusal has on the HTTP API, and the
     detail."""
-    return codec.pack({"v": 1, "type": kind, "ref": ref,
-                       "event": event.to_wire() if event else None,
-                       "attestation": attestation, "duplicate": duplicate, "error": error,
-                       "status": status, "detail": detail[:500] if detail else None})
+    out = {"v": 1, "type": kind, "ref": ref, "event": event.to_wire() if event else None,
+           "attestation": attestation, "duplicate": duplicate, "error": error,
+           "status": status, "detail": detail[:500] if detail else None}
+    if leaf is not None:
+        out["leaf"] = leaf  # the attestation's log leaf index (PROTOCOL.md 20.2)
+    return codec.pack(out)
 
 
 def revocation_message(revocation: bytes) -> bytes:
@@ -436,16 +461,19 @@ def decode_relay_message(data: bytes,
                          ) -> dict[str, Any]:
     """A relay's stream message as a map. A ``revocation`` message has the keys ``v``,
     ``type``, ``ref`` and ``revocation`` only; every other type has the keys of
-    :func:`relay_message`."""
-    value = codec.unpack(data, what="relay message", max_bytes=max_bytes)
+    :func:`relay_message` (and the optional ``leaf``)."""
+    value = codec.unpack(data, what="relay message", max_bytes=max_bytes,
+                         max_objects=MAX_FRAME_OBJECTS)
     if type(value) is dict and value.get("type") == REVOCATION_MESSAGE:
         return fields(value, {"v": version(1), "type": codec.const(REVOCATION_MESSAGE),
                               "ref": uint(2**53), "revocation": _doc}, "relay message")
+    value, leaf = _optional_leaf(value, "relay message")
     f = fields(value, {"v": version(1), "type": one_of(RELAY_MESSAGE_TYPES),
                        "ref": uint(2**53), "event": lambda v, p: v,
                        "attestation": nullable(_doc), "duplicate": codec.boolean,
                        "error": nullable(text(64)), "status": uint(599),
                        "detail": nullable(text(500))}, "relay message")
+    f["leaf"] = leaf
     if f["event"] is not None:
         f["event"] = Event.from_wire(f["event"], "relay message.event", max_bytes=max_bytes)
     return f

@@ -34,7 +34,7 @@ from keys.frames import (
     relay_message,
     revocation_message,
 )
-from relay import faults, ops_api
+from relay import faults, log_routes, ops_api, ops_web
 from relay.app_keys import AUTH, AUTH_RATE, RELAY
 from relay.auth import Authenticator, DeskSession
 from relay.core import Relay
@@ -430,12 +430,12 @@ async def _on_client_message(
             relay.check_session(session)
             accepted, _new = await relay.submit(session, msg["notice"], bytes_charged=True)
             answer = relay_message("accepted", ref=ref, attestation=accepted.attestation,
-                                   duplicate=accepted.duplicate)
+                                   duplicate=accepted.duplicate, leaf=accepted.leaf)
         else:
             relay.check_session(session)
             confirmed = await relay.confirm(session, msg["confirmation"])
             answer = relay_message("confirmed", ref=ref, attestation=confirmed.attestation,
-                                   duplicate=confirmed.duplicate)
+                                   duplicate=confirmed.duplicate, leaf=confirmed.leaf)
     except HotlineError as exc:
         status, code, message, _ = refusal(exc)
         if isinstance(exc, StorageUnavailable):
@@ -549,4 +549,6 @@ def make_app(relay: Relay, auth: Authenticator) -> web.Application:
     app.router.add_get("/v1/ops/escalations", ops_api.escalations)
     app.router.add_get("/v1/ops/watch", ops_api.watch)
     app.router.add_get("/metrics", ops_api.metrics)
+    log_routes.add_routes(app)
+    ops_web.add_routes(app)
     return app

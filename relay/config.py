@@ -84,6 +84,25 @@ class Webhook:
 
 
 @dataclass(frozen=True, slots=True)
+class WitnessTarget:
+    """A witness the relay sends its checkpoints to ([[log.witnesses]])."""
+
+    url: str
+    #: Its cosignature/v1 verifier key (name+id+key), as ``hotline witness show`` prints.
+    vkey: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """The verifiable log ([log]): how often a checkpoint is signed while there are new
+    leaves, and the witnesses asked to cosign each one."""
+
+    checkpoint_interval_s: float = 2.0
+    witness_timeout_s: float = 5.0
+    witnesses: tuple[WitnessTarget, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     home: Path
     relay_id: str = "hotline-relay"
@@ -120,6 +139,7 @@ class RelayConfig:
     webhooks: tuple[Webhook, ...] = ()
     #: Operator name -> Ed25519 public key. Operators see metadata, never content.
     operators: dict[str, bytes] = field(default_factory=dict)
+    log: LogSettings = field(default_factory=LogSettings)
 
     @property
     def escalation_log_path(self) -> Path:
@@ -203,7 +223,7 @@ def load(
                          "accepted notices; it cannot be set in relay.toml")
     lim = dict(raw.get("limits", {}))
     unknown = set(raw) - {"relay", "limits", "policy", "escalation", "operators", "webhooks",
-                          "logging"}
+                          "logging", "log"}
     if unknown:
         raise UsageError(f"{path}: unknown section [{sorted(unknown)[0]}]")
     for key, value in env.items():
@@ -226,7 +246,7 @@ def load(
         f.name: f.default
         for f in dataclasses.fields(RelayConfig)
         if f.name not in ("home", "limits", "policy", "contacts", "webhooks", "operators",
-                          "log_levels")
+                          "log_levels", "log")
     }
     renamed = {"id": "relay_id"}
     values: dict[str, Any] = {}
@@ -240,7 +260,8 @@ def load(
     config = RelayConfig(home=home, limits=limits, policy=PolicyTable.parse(raw.get("policy")),
                          contacts=_contacts(raw.get("escalation", {})),
                          webhooks=_webhooks(raw.get("webhooks", []), env),
-                         operators=_operators(raw.get("operators", {})), **values)
+                         operators=_operators(raw.get("operators", {})),
+                         log=_log_settings(raw.get("log", {})), **values)
     if not _LISTEN_RE.fullmatch(config.listen) or not 0 <= config.port < 65536:
         raise UsageError(f"relay.listen {config.listen!r} must be HOST:PORT (port 0: any free)")
     if not _ID_RE.fullmatch(config.relay_id):
@@ -333,6 +354,40 @@ def _contacts(escalation: Any) -> tuple[ContactRule, ...]:
             raise UsageError(f"{name}.real_only must be true or false")
         rules.append(ContactRule(recipient, tuple(notify), _level(rule, name), real_only))
     return tuple(rules)
+
+
+def _log_settings(raw: Any) -> LogSettings:
+    if not isinstance(raw, dict):
+        raise UsageError("[log] must be a table")
+    _table_keys(raw, {"checkpoint_interval_s", "witness_timeout_s", "witnesses"}, "log")
+    interval = _coerce("log.checkpoint_interval_s", raw.get("checkpoint_interval_s", 2.0), 2.0)
+    timeout = _coerce("log.witness_timeout_s", raw.get("witness_timeout_s", 5.0), 5.0)
+    if not 0.05 <= interval <= 60:
+        raise UsageError("log.checkpoint_interval_s must be between 0.05 and 60")
+    if not 0 < timeout <= 60:
+        raise UsageError("log.witness_timeout_s must be more than 0 and at most 60")
+    items = raw.get("witnesses", [])
+    if not isinstance(items, list):
+        raise UsageError("log.witnesses must be an array of tables ([[log.witnesses]])")
+    out = []
+    for i, item in enumerate(items):
+        name = f"log.witnesses[{i}]"
+        if not isinstance(item, dict):
+            raise UsageError(f"{name} must be a table")
+        _table_keys(item, {"url", "vkey"}, name)
+        url, vkey = item.get("url"), item.get("vkey")
+        if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
+            raise UsageError(f"{name}.url must be an http:// or https:// URL")
+        if not isinstance(vkey, str):
+            raise UsageError(f"{name}.vkey must be the witness's verifier key")
+        from keys.checkpoint import parse_witness_vkey
+
+        try:
+            parse_witness_vkey(vkey)
+        except Exception as exc:
+            raise UsageError(f"{name}.vkey is not a cosignature verifier key: {exc}") from exc
+        out.append(WitnessTarget(url.rstrip("/"), vkey))
+    return LogSettings(float(interval), float(timeout), tuple(out))
 
 
 def _webhooks(raw: Any, env: dict[str, str]) -> tuple[Webhook, ...]:

@@ -30,6 +30,8 @@ from keys.frames import Accepted, Event, InboxPage, NoticeStatus, RecipientStatu
 from keys.ids import DeskId
 from keys.primitives import equal
 from keys.receipts import EscalationStatement, Rejection, statement_type
+from keys.secrets import HYBRID
+from keys.trust import kem_of
 from relay import faults
 from relay.auth import DeskSession
 from relay.clock import Clock
@@ -52,6 +54,7 @@ from relay.store.base import (
     RejectionRecord,
     Store,
 )
+from relay.tlog import RelayLog
 
 
 class RelayStamper:
@@ -155,8 +158,16 @@ class Relay:
                                    routing=self.routing, hub=hub, log=log, metrics=self.metrics,
                                    relay_id=config.relay_id,
                                    log_path=config.escalation_log_path)
+        # The verifiable log: the store appends the leaves; this signs and serves the tree.
+        self.tlog = RelayLog(store=store.log, relay_id=config.relay_id, key=key,
+                             relay_card=card.encode(), clock=clock, settings=config.log,
+                             metrics=self.metrics, log=log)
 
     # ----------------------------------------------------------------- helpers
+    def _answer(self, attestation: bytes, duplicate: bool) -> Accepted:
+        """The answer to a submission or confirmation, naming the attestation's leaf."""
+        return Accepted(attestation, duplicate, self.tlog.index_of(attestation))
+
     def _limit(self, buckets: Buckets, key: str, now: int, amount: float, what: str) -> None:
         wait = buckets.take(key, now, amount)
         if wait > 0:
@@ -284,13 +295,22 @@ class Relay:
                              f"the notice is from {h.sender}, but this session is {session.desk}")
         self._limit(self._notice_rate, session.desk, now, 1, "notices per minute")
         self._limit_pending(session.desk, now, len(h.stanzas))
-        check_submission(env, sender=session.verified, now=now)
+        check_submission(env, sender=session.verified, now=now,
+                         hybrid_required_from=self.trust.root.hybrid_required_from)
         for stanza in h.stanzas:
-            keys = self.recipient(stanza.to, now).encryption_keys
+            recipient = self.recipient(stanza.to, now)
+            keys = recipient.encryption_keys
             if stanza.ek_kid not in keys:
                 raise RelayError(400, "bad_stanza",
                                  f"the stanza for {stanza.to} uses an encryption key that is "
                                  "not among its current certified keys")
+            # What the relay can tell of a downgrade: a classical stanza to a desk whose
+            # card carries a hybrid key, or a stanza whose kind is not its key's.
+            if stanza.kem != kem_of(keys[stanza.ek_kid]) or (
+                    stanza.kem != HYBRID and recipient.has_hybrid_key):
+                raise RelayError(400, "downgrade_refused",
+                                 f"the stanza for {stanza.to} is {stanza.kem}; that desk has a "
+                                 "hybrid encryption key and gets only hybrid stanzas")
         digest = env.digest
         attestation = self.stamper.attestation("accepted", notice_id=h.notice_id, digest=digest,
                                                desk=h.sender, at=now)
@@ -311,7 +331,7 @@ class Relay:
                              f"notice id {h.notice_id.hex()} was already used for other content")
         if isinstance(outcome, Duplicate):
             self.log.info("notice.resubmitted", notice_id=h.notice_id.hex(), sender=h.sender)
-            return Accepted(outcome.attestation, True), False
+            return self._answer(outcome.attestation, True), False
         assert isinstance(outcome, Inserted)
         self._remember(NoticeFacts(h.notice_id, h.sender, h.recipients, digest, h.severity,
                                    h.status))
@@ -329,7 +349,7 @@ class Relay:
         if deadlines:
             self.escalator.poke(min(d.due_at for d in deadlines))
         faults.crash_point("post_commit_pre_response")
-        return Accepted(attestation, False), True
+        return self._answer(attestation, False), True
 
     async def _answer_before_commit(self, rec: NoticeRecord, attestation: bytes
                                     ) -> tuple[Accepted, bool]:
@@ -346,7 +366,7 @@ class Relay:
         task = asyncio.create_task(commit_later())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        return Accepted(attestation, False), True
+        return self._answer(attestation, False), True
 
     def _remember(self, facts: NoticeFacts) -> NoticeFacts:
         if len(self._facts) >= NOTICE_FACTS_KEPT:
@@ -424,7 +444,7 @@ class Relay:
                                body, session.verified_cert),
             self.stamper, self.routing, self.clock.now_ms)
         if isinstance(outcome, Duplicate):
-            return Accepted(outcome.attestation, True)
+            return self._answer(outcome.attestation, True)
         self.hub.publish(notice.sender)
         latency = outcome.at - outcome.accepted_at
         self.log.info(f"notice.{event}", notice_id=c.notice_id.hex(), sender=notice.sender,
@@ -448,7 +468,7 @@ class Relay:
             await self.escalator.announce([outcome.resolved])
         faults.crash_point("post_ack_commit_pre_response" if c.kind == "ack"
                            else "post_deliver_pre_mark")
-        return Accepted(outcome.attestation, False)
+        return self._answer(outcome.attestation, False)
 
     async def reject(self, session: DeskSession, body: bytes) -> Accepted:
         """Record a recipient's signed rejection of a notice it could not open, checked like
@@ -481,12 +501,12 @@ class Relay:
                              f"{session.desk} already confirmed notice {r.notice_id.hex()}: "
                              "it cannot reject it now")
         if isinstance(outcome, Duplicate):
-            return Accepted(outcome.attestation, True)
+            return self._answer(outcome.attestation, True)
         self.hub.publish(notice.sender)
         self.log.warning("notice.rejected_by_recipient", notice_id=r.notice_id.hex(),
                          sender=notice.sender, recipient=session.desk, reason=r.reason,
                          severity=notice.severity, status=notice.status)
-        return Accepted(outcome.attestation, False)
+        return self._answer(outcome.attestation, False)
 
     # ----------------------------------------------------------------- streams
     def inbox(self, session: DeskSession, after: int, limit: int) -> InboxPage:
@@ -498,19 +518,18 @@ class Relay:
         next_cursor = events[-1].seq if events else after
         if faults.HOSTILE:  # tests only: a relay that lies
             events = [e for e in events if not faults.drops(session.desk, e.kind)]
-            return InboxPage(tuple(events), next_cursor, more)
-        return InboxPage(tuple(events), events[-1].seq if events else after, more)
+        return InboxPage(tuple(self.tlog.annotate(events)), next_cursor, more)
 
     def events_after(self, desk: str, after: int, limit: int = 200) -> tuple[list[Event], bool]:
         """The next events of a desk's stream (from memory when it reaches back), cut
         like an inbox page, and whether more follow."""
         max_bytes = self.config.limits.max_page_bytes
         recent = self.hub.recent_page(desk, after, limit, max_bytes)
-        page = recent if recent is not None else self.store.events_page(desk, after, limit,
-                                                                       max_bytes)
+        events, more = recent if recent is not None else self.store.events_page(
+            desk, after, limit, max_bytes)
         if faults.HOSTILE:  # tests only: a relay that lies
-            return [e for e in page[0] if not faults.drops(desk, e.kind)], page[1]
-        return page
+            events = [e for e in events if not faults.drops(desk, e.kind)]
+        return self.tlog.annotate(events), more
 
     # ----------------------------------------------------------------- operators
     def overdue(self, limit: int = 1000) -> list[OverdueRow]:

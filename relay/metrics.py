@@ -115,6 +115,32 @@ class Metrics:
         self.tls_expiry = Gauge("hotline_tls_certificate_expiry_timestamp_seconds",
                                 "when the certificate the relay serves itself expires "
                                 "(absent behind a proxy)", registry=r)
+        # The verifiable log (relay.tlog).
+        self.log_size = Gauge("hotline_log_leaves", "leaves in the relay's log", registry=r)
+        self.checkpoint_size = Gauge("hotline_log_checkpoint_size",
+                                     "tree size of the latest signed checkpoint", registry=r)
+        self.checkpoint_timestamp = Gauge("hotline_log_checkpoint_timestamp_seconds",
+                                          "when the latest checkpoint was signed", registry=r)
+        self.checkpoint_cosignatures = Gauge(
+            "hotline_log_checkpoint_cosignatures",
+            "witness cosignatures the latest checkpoint carries", registry=r)
+        self.witnesses_configured = Gauge("hotline_log_witnesses",
+                                          "witnesses the relay sends checkpoints to",
+                                          registry=r)
+        self.witnessed_size = Gauge("hotline_log_witnessed_size",
+                                    "tree size of the latest checkpoint every witness cosigned",
+                                    registry=r)
+        self.witnessed_timestamp = Gauge(
+            "hotline_log_witnessed_timestamp_seconds",
+            "when the latest checkpoint every witness cosigned was signed", registry=r)
+        self.witness_failures = Counter("hotline_log_witness_failures",
+                                        "add-checkpoint calls that got no cosignature, by "
+                                        "witness and reason (inconsistent = the witness "
+                                        "refused our history)", ["witness", "reason"],
+                                        registry=r)
+        self.log_broken = Gauge("hotline_log_broken",
+                                "1 when the stored leaves do not form a log (a gap)",
+                                registry=r)
 
     def watch_disk(self, data_dir: Path, database: Path | None) -> None:
         self.registry.register(_Disk(data_dir, database))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import nacl.signing
 from aiohttp import web
@@ -156,14 +158,54 @@ def add_stored_revocations(trust: TrustStore, bodies: list[bytes], log: Any) -> 
             log.warning("revocation.unverifiable", error=str(exc)[:200])
 
 
+def lock_database(path: str) -> IO[bytes] | None:
+    """Take the exclusive lock ``PATH.lock`` beside the database, or refuse: two relays on
+    one database would each escalate every deadline (and hand out sequence numbers
+    from the same table). The lock is the open file itself; it ends with the process
+    (also on SIGKILL), so a crashed relay never leaves a stale one."""
+    if path == ":memory:" or path.startswith("file::memory:") or "://" in path:
+        return None  # in memory, or a database server (several nodes share it by design)
+    lock_path = f"{path}.lock"
+    handle = open(lock_path, "a+b")  # held for the process lifetime
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise UsageError(f"another relay is already running on the database {path} (it holds "
+                         f"{lock_path}); stop it first, or give this relay its own --db") from exc
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n".encode())
+    handle.flush()
+    return handle
+
+
 async def serve(
     cfg: config_mod.RelayConfig,
     passphrase: bytes,
     *,
     clock: Clock | None = None,
     ready: asyncio.Event | None = None,
+    database_locked: bool = False,
 ) -> None:
-    """Run the relay until SIGINT/SIGTERM."""
+    """Run the relay until SIGINT/SIGTERM. Refuses to start if another relay runs on the
+    same database (``database_locked``: the caller holds :func:`lock_database` already)
+    or the address is taken."""
+    lock = None if database_locked else lock_database(cfg.database_path)
+    try:
+        await _serve(cfg, passphrase, clock=clock, ready=ready)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+async def _serve(
+    cfg: config_mod.RelayConfig,
+    passphrase: bytes,
+    *,
+    clock: Clock | None,
+    ready: asyncio.Event | None,
+) -> None:
     logs.configure(cfg.log_level, fmt=cfg.log_format, loggers=cfg.log_levels)
     log = logs.get()
     lock = hold_home_lock(cfg.home)
@@ -195,6 +237,7 @@ async def serve(
     add_stored_revocations(trust, store.revocations(), log)
     relay = Relay(config=cfg, store=store, trust=trust, key=key, card=card, clock=clock,
                   hub=Hub(), log=log)
+    await relay.tlog.start()  # logs the relay's key if it changed
     relay.escalator.file.max_bytes = cfg.escalation_log_max_bytes
     relay.escalator.file.keep = cfg.escalation_log_keep
     relay.metrics.watch_pending(lambda: store.counts(clock.now_ms()))
@@ -216,9 +259,15 @@ async def serve(
     app = make_app(relay, auth)
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    listener = await start_site(runner, cfg.host, cfg.port,
-                                header_timeout=cfg.limits.header_timeout_s,
-                                log=logs.get("relay.http"), ssl_context=ssl_context)
+    try:
+        listener = await start_site(runner, cfg.host, cfg.port,
+                                    header_timeout=cfg.limits.header_timeout_s,
+                                    log=logs.get("relay.http"), ssl_context=ssl_context)
+    except OSError as exc:
+        await runner.cleanup()
+        await store.close()
+        raise UsageError(f"cannot listen on {cfg.listen}: {exc.strerror or exc} (is another "
+                         "relay or program using it? choose another with --listen)") from exc
     port = listener.sockets[0].getsockname()[1]
     if not cfg.origin:
         # Logins are bound to the origin desks signed for: with no origin configured it is
@@ -273,6 +322,7 @@ async def serve(
     escalator = asyncio.create_task(relay.escalator.run())
     sender = asyncio.create_task(webhooks.run())
     watcher = asyncio.create_task(_watch_revocations(cfg.home, relay, auth, reload_now, log))
+    checkpointer = asyncio.create_task(relay.tlog.run())
     try:
         await stop.wait()
     finally:
@@ -282,11 +332,13 @@ async def serve(
         watcher.cancel()
         relay.escalator.stop()
         webhooks.stop()
+        relay.tlog.stop()
         listener.close()
-        for task in (escalator, sender):
+        for task in (escalator, sender, checkpointer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, timeout=5)
         await runner.cleanup()
+        await relay.tlog.close()
         await store.close()
         log.info("relay.stopped")
         lock.close()

@@ -1,4 +1,4 @@
-"""The installed dependencies carry the fixes for the advisories SECURITY.md lists.
+"""The installed dependencies carry the fixes for the known advisories listed below.
 
 pip-audit needs an advisory database that this project's machines cannot reach, so the
 known advisories are checked here against the versions actually installed.

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import nacl.signing
 
-from client.cli.common import COMMON, emit, home_of, iso, print_json
+from client.cli.common import COMMON, emit, home_of, iso, kdf_progress, need, print_json
 from client.cli.safe_text import line
 from client.home import Home, now_ms, read_document, read_passphrase
 from keys import (
@@ -45,17 +45,17 @@ def register(groups: Any) -> None:
     p.add_argument("--country", required=True, help="two-letter country code, e.g. us")
     p.set_defaults(run=cmd_init)
     p = auth.add_parser("show", parents=[COMMON], help="country and fingerprint")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_show)
     p = auth.add_parser("export", parents=[COMMON], help="print the authority's public card")
-    p.add_argument("-o", "--output")
+    p.add_argument("-o", "--output", help="write to this file (default: stdout)")
     p.set_defaults(run=cmd_export)
     p = auth.add_parser(
         "certify", parents=[COMMON], help="certify a desk of this country from its request"
     )
     p.add_argument("request", help="the desk's certification request (or - for stdin)")
     p.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
-    p.add_argument("-o", "--output")
+    p.add_argument("-o", "--output", help="write to this file (default: stdout)")
     p.set_defaults(run=cmd_certify)
     p = auth.add_parser(
         "revoke", parents=[COMMON], help="revoke the identity key(s) of one of this country's desks"
@@ -63,7 +63,7 @@ def register(groups: Any) -> None:
     p.add_argument("desk", help="desk id, e.g. us.caisi")
     p.add_argument("--key-id", help="revoke only this identity key id (hex prefix)")
     p.add_argument("--reason", default="", help="short reason, shown to peers")
-    p.add_argument("-o", "--output")
+    p.add_argument("-o", "--output", help="write to this file (default: stdout)")
     p.set_defaults(run=cmd_revoke)
 
     fed = groups.add_parser("federation", help="the federation root").add_subparsers(
@@ -79,25 +79,32 @@ def register(groups: Any) -> None:
         metavar="CARD",
         help="an authority card file (repeat for each member)",
     )
-    p.add_argument("--version", type=int, default=1)
-    p.add_argument("--days", type=int, default=365)
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--version", type=int, default=1,
+                   help="root version; an update must be higher (default 1)")
+    p.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    p.add_argument("--hybrid-required-from", metavar="UTC_MS", type=int, default=None,
+                   help="from this time (UTC milliseconds) on every desk must use a hybrid "
+                        "encryption key: classical keys and notices are refused")
+    p.add_argument("-o", "--output", required=True, help="write the draft root to this file")
     p.set_defaults(run=cmd_fed_create)
     p = fed.add_parser("sign", parents=[COMMON], help="add this authority's signature to a root")
-    p.add_argument("root")
+    p.add_argument("root", help="the root file")
     p.add_argument("-o", "--output", help="default: sign in place")
     p.set_defaults(run=cmd_fed_sign)
     p = fed.add_parser(
         "show", parents=[COMMON], help="members, fingerprints, validity and signatures of a root"
     )
-    p.add_argument("root")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("root", help="the root file")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_fed_show)
     p = fed.add_parser(
         "pin", parents=[COMMON], help="pin a root in this home (first time), or accept an update"
     )
-    p.add_argument("root")
+    p.add_argument("root", help="the root file")
     p.set_defaults(run=cmd_fed_pin)
+    from client.cli import evidence_cmd
+
+    evidence_cmd.register_federation(fed)
 
     rev = groups.add_parser("revocations", help="revocations known here").add_subparsers(
         dest="cmd", metavar="ACTION", required=True
@@ -105,7 +112,7 @@ def register(groups: Any) -> None:
     p = rev.add_parser(
         "add", parents=[COMMON], help="verify revocations against the pinned root and keep them"
     )
-    p.add_argument("files", nargs="+",
+    p.add_argument("files", nargs="+", metavar="FILE",
                    help="revocation files, raw or armoured (several to a file, as "
                         "'hotline authority revoke' writes them)")
     p.set_defaults(run=cmd_rev_add)
@@ -113,21 +120,35 @@ def register(groups: Any) -> None:
         "post", parents=[COMMON],
         help="hand revocations to a relay, which enforces them and serves them to every desk",
     )
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="revocation files, raw or armoured")
     p.add_argument("--relay", action="append", default=[], metavar="URL",
                    help="relay URL (default $HOTLINE_RELAY, else relays in config.toml)")
     p.set_defaults(run=cmd_rev_post)
     p = rev.add_parser("list", parents=[COMMON], help="the revocations this home knows")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(run=cmd_rev_list)
 
 
 # --------------------------------------------------------------------------- authority
 
 
+#: Shortest passphrase accepted for a new authority key (it guards a whole country's desks).
+MIN_AUTHORITY_PASSPHRASE = 12
+
+
+def _own_country(home: Home) -> Country:
+    """The authority's country from its public card: known before the key is decrypted."""
+    need(home, "authority.key", "authority key", "run 'hotline authority init --country CC' "
+         "or pass the authority's --home")
+    return AuthorityCard.decode(home.read("authority.card", "authority card")).country
+
+
 def _authority(args: argparse.Namespace) -> tuple[Home, Country, nacl.signing.SigningKey]:
     home = home_of(args)
+    _own_country(home)
     passphrase = read_passphrase(args.passphrase_file, what="authority key")
+    kdf_progress(home.authority_limits(), "opening the authority key")
     name, sk = decode_signing_key(
         read_key_file(home.file("authority.key"), passphrase, kind="authority")
     )
@@ -140,6 +161,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     if home.exists("authority.key"):
         raise UsageError(f"{home.file('authority.key')} already exists")
     passphrase = read_passphrase(args.passphrase_file, confirm=True, what=f"authority key of {c}")
+    if len(passphrase.decode("utf-8", "replace")) < MIN_AUTHORITY_PASSPHRASE:
+        raise UsageError(f"an authority key's passphrase must have at least "
+                         f"{MIN_AUTHORITY_PASSPHRASE} characters; nothing was created")
+    kdf_progress(home.authority_limits(), "protecting the authority key")
     sk = nacl.signing.SigningKey.generate()
     write_key_file(
         home.file("authority.key"),
@@ -177,6 +202,10 @@ def cmd_certify(args: argparse.Namespace) -> int:
     request = CertRequest.decode(read_document(args.request, "cert-request"))
     if not 1 <= args.days <= 3 * 366:
         raise UsageError("--days must be between 1 and 1098")
+    own = _own_country(home_of(args))
+    if country_of(request.desk) != own:
+        raise UsageError(f"the {own} authority can certify only {own} desks, not "
+                         f"{request.desk}: its own country's authority certifies it")
     home, c, sk = _authority(args)
     now = now_ms()
     cert = DeskCertificate.issue(request, c, sk, now, now + args.days * DAY_MS)
@@ -191,9 +220,10 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    home, c, sk = _authority(args)
-    if country_of(args.desk) != c:
-        raise UsageError(f"the {c} authority can revoke only {c} desks, not {args.desk}")
+    own = _own_country(home_of(args))
+    if country_of(args.desk) != own:
+        raise UsageError(f"the {own} authority can revoke only {own} desks, not {args.desk}")
+    home, _, sk = _authority(args)
     issued = sorted(home.file("issued").glob(f"{args.desk}-*.cert"))
     certs = [DeskCertificate.decode(p.read_bytes()) for p in issued]
     if args.key_id:
@@ -226,7 +256,8 @@ def cmd_fed_create(args: argparse.Namespace) -> int:
     if not 1 <= args.days <= 5 * 366:
         raise UsageError("--days must be between 1 and 1830")
     now = now_ms()
-    root = FederationRoot.create(args.version, members, now, now + args.days * DAY_MS)
+    root = FederationRoot.create(args.version, members, now, now + args.days * DAY_MS,
+                                 hybrid_required_from=args.hybrid_required_from)
     emit(armor("root", root.encode()), args.output)
     _print_root(root, now)
     print("next: every member authority runs 'hotline federation sign' on this file")
@@ -287,7 +318,9 @@ def cmd_fed_pin(args: argparse.Namespace) -> int:
     if home.exists("root"):
         previous = home.root()
         root.check_update(previous, now)
-        what = f"updated the pinned root from v{previous.version} to v{root.version}"
+        what = (f"federation root v{root.version} is pinned already (unchanged)"
+                if root.body == previous.body else
+                f"updated the pinned root from v{previous.version} to v{root.version}")
     else:
         root.check_initial(now)
         what = f"pinned federation root v{root.version}"

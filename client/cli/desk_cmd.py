@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from client.cli import relays_cmd
-from client.cli.common import COMMON, iso, print_json
+from client.cli.common import COMMON, colour, home_of, iso, need, print_json, tag
+from client.cli.evidence_cmd import record_warning
+from client.cli.live import LinkView
 from client.cli.safe_text import SafeFormatter, block, line
 from client.client import (
     ConfirmationEvent,
@@ -29,11 +31,15 @@ from client.client import (
     ReceivedNotice,
     UnknownNotice,
 )
+from client.connection import LinkState
+from client.drills import parse_duration
 from client.home import now_ms
 from client.items import ClockSkewWarning, NoticeRejectedByRecipient, WatchdogOverdue
+from client.record import LogInconsistent
 from client.verify import NoticeStatusView, Step
-from keys.errors import UsageError
-from keys.ids import SEVERITIES, STATUSES
+from client.watchdog import WatchdogPolicy
+from keys.errors import HotlineError, UsageError
+from keys.ids import SEVERITIES, STATUSES, desk_id
 from keys.receipts import RelayCard
 from keys.report import (
     CATEGORIES,
@@ -61,13 +67,15 @@ def register(groups: Any) -> None:
     p = groups.add_parser("send", parents=parents, help="seal and send a notice")
     p.add_argument("--to", action="append", required=True, metavar="DESK",
                    help="recipient desk, e.g. cn.cac (repeatable)")
-    p.add_argument("--severity", required=True, choices=SEVERITIES)
-    p.add_argument("--title", required=True)
+    p.add_argument("--severity", required=True, choices=SEVERITIES,
+                   help="sets the acknowledgement deadline: " + ", ".join(SEVERITIES))
+    p.add_argument("--title", required=True, help="a one-line title")
     body = p.add_mutually_exclusive_group(required=True)
     body.add_argument("--body", help="the notice's text")
     body.add_argument("--body-file", metavar="FILE", help="read the text from FILE (- for stdin)")
     p.add_argument("--summary", default="", help="a short summary (default: none)")
-    p.add_argument("--category", choices=CATEGORIES, default="other")
+    p.add_argument("--category", choices=CATEGORIES, default="other",
+                   help="the kind of incident (default other)")
     p.add_argument("--status", choices=STATUSES, default="actual",
                    help="actual, or exercise/test (never paged as real; default actual)")
     p.add_argument("--tlp", choices=TLP_LABELS, default="amber",
@@ -85,7 +93,7 @@ def register(groups: Any) -> None:
     p.add_argument("--require", default="1", metavar="N|all",
                    help="with several relays: acceptances needed (default 1; the others "
                         "are posted again from the outbox); 'all' for scripts")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_send)
 
     p = groups.add_parser("reply", parents=parents,
@@ -95,9 +103,10 @@ def register(groups: Any) -> None:
     body = p.add_mutually_exclusive_group(required=True)
     body.add_argument("--body", help="the reply's text")
     body.add_argument("--body-file", metavar="FILE", help="read the text from FILE (- for stdin)")
-    p.add_argument("--summary", default="")
-    p.add_argument("--attach", action="append", default=[], metavar="FILE")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--summary", default="", help="a short summary (default: none)")
+    p.add_argument("--attach", action="append", default=[], metavar="FILE",
+                   help="attach a file (repeatable)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_reply)
 
     p = groups.add_parser("inbox", parents=parents,
@@ -110,13 +119,13 @@ def register(groups: Any) -> None:
     p = groups.add_parser("show", parents=parents, help="show a received notice")
     p.add_argument("id", help="notice id (or a unique prefix of 6+ hex digits)")
     p.add_argument("--save-attachments", metavar="DIR", help="write its attachments into DIR")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_show)
 
     p = groups.add_parser("ack", parents=parents, help="acknowledge a received notice")
     p.add_argument("id", help="notice id (or a unique prefix of 6+ hex digits)")
     p.add_argument("--message", help="a short message, readable only by the sender")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=cmd_ack)
 
     p = groups.add_parser("watch", parents=parents,
@@ -124,6 +133,14 @@ def register(groups: Any) -> None:
     p.add_argument("--count", type=int, metavar="N", help="stop after N events")
     p.add_argument("--timeout", type=float, metavar="S", help="stop after S seconds")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--link-test", action="append", default=[], metavar="DESK",
+                   help="also send link tests (status test) to DESK on a schedule and say "
+                        "LINK DOWN / LINK RESTORED (repeatable; see 'hotline drill')")
+    p.add_argument("--link-every", default="1h", metavar="INTERVAL",
+                   help="interval between link tests with --link-test (default 1h)")
+    p.add_argument("--link-window", default=None, metavar="INTERVAL",
+                   help="how long a link test's receipt may take (default: a tenth of "
+                        "--link-every, at least 1m)")
     p.set_defaults(run=cmd_watch)
 
     p = groups.add_parser("status", parents=parents,
@@ -160,6 +177,9 @@ def _pinned(card: RelayCard, fpr: str) -> None:
 
 
 def _client(args: argparse.Namespace) -> HotlineClient:
+    home = home_of(args)
+    need(home, "desk.key", "desk key", "run 'hotline keys init --id cc.name' or pass the "
+         "desk's --home")
     _setup_logging(getattr(args, "verbose", False))
     return HotlineClient.from_home(
         getattr(args, "home", None),
@@ -173,8 +193,13 @@ def _run(args: argparse.Namespace, body: Callable[[HotlineClient], Awaitable[T]]
     client = _client(args)
 
     async def main() -> T:
-        async with client:
+        # Not "async with": a start() that fails would skip close() and leave the HTTP
+        # session open ("Unclosed client session" after the error message).
+        try:
+            await client.start()
             return await body(client)
+        finally:
+            await client.close()
 
     return asyncio.run(main())
 
@@ -279,26 +304,76 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+def default_ack_by(n: ReceivedNotice) -> int:
+    """When ``n`` must be acknowledged under the federation's default windows (the same
+    the sender's watchdog uses), counted from the relay's acceptance. The relay's frozen
+    policy can differ per recipient: ``send`` and ``status`` show that one."""
+    return WatchdogPolicy().deadline(n.severity, n.accepted_at)
+
+
+async def _ack_deadlines(client: HotlineClient, notice_id: bytes, severity: str,
+                         accepted_at: int) -> dict[str, int]:
+    """Each recipient's acknowledgement deadline from the policy the relay froze with the
+    notice; the default windows if the relay does not say (or cannot be asked now)."""
+    try:
+        view = await client.status(notice_id)
+    except HotlineError:
+        view = None
+    out = {}
+    for desk in (r.desk for r in view.recipients) if view is not None else ():
+        p = (view.policy or {}).get(desk) if view is not None else None
+        window = p.get("ack_window_ms") if isinstance(p, dict) else None
+        if isinstance(window, int) and not isinstance(window, bool) and window > 0:
+            out[desk] = accepted_at + window
+        else:
+            out[desk] = WatchdogPolicy().deadline(severity, accepted_at)
+    return out
+
+
+async def _with_levels(client: HotlineClient,
+                       body: Callable[[HotlineClient], Awaitable[list[ReceivedNotice]]]
+                       ) -> list[tuple[ReceivedNotice, int]]:
+    """The notices ``body`` lists, each with the escalation level the relay reported for
+    this desk (0: none; it drops when the notice is acknowledged)."""
+    notices = await body(client)
+    out = []
+    for n in notices:
+        level = 0
+        for e in client.state.relay_events(n.notice_id):
+            if e.desk == client.desk and e.kind == "escalation":
+                level = max(level, e.level)
+        out.append((n, level))
+    return out
+
+
 # ----------------------------------------------------------------------------- commands
 
 
 def cmd_send(args: argparse.Namespace) -> int:
     report = build_report(args, now_ms())
-    result = _run(args, lambda c: c.send(
-        to=args.to, severity=args.severity, notice=report, status=args.status,
-        in_reply_to=args.in_reply_to, notice_id=args.notice_id,
-        require=args.require if args.require == "all" else _require(args.require),
-    ))
+
+    async def body(client: HotlineClient) -> tuple[Any, dict[str, int]]:
+        result = await client.send(
+            to=args.to, severity=args.severity, notice=report, status=args.status,
+            in_reply_to=args.in_reply_to, notice_id=args.notice_id,
+            require=args.require if args.require == "all" else _require(args.require))
+        return result, await _ack_deadlines(client, result.notice_id, args.severity,
+                                            result.accepted_at)
+
+    result, deadlines = _run(args, body)
     if args.json:
         print_json({"notice_id": result.notice_id.hex(), "accepted_at": iso8601(result.accepted_at),
                     "duplicate": result.duplicate, "to": sorted(args.to),
+                    "ack_by": {d: iso8601(t) for d, t in deadlines.items()},
                     "relays": relays_cmd.relays_json(result.relays)})
     else:
         again = " (already accepted earlier)" if result.duplicate else ""
-        print(f"notice {result.notice_id.hex()}")
+        print(f"notice {result.notice_id.hex()}{tag(args.status)}")
         print(f"accepted by the relay at {iso(result.accepted_at)}{again}")
         if result.relays:
             print(relays_cmd.send_text(result.relays))
+        for desk, when in sorted(deadlines.items()):
+            print(f"{line(desk)} must acknowledge by {iso(when)}")
     if result.clock_skew is not None:
         print(f"hotline: WARNING: {_skew_text(result.clock_skew)}", file=sys.stderr)
     return 0
@@ -343,15 +418,27 @@ def cmd_inbox(args: argparse.Namespace) -> int:
                     print(f"hotline: {_line(item)}", file=sys.stderr)
         return client.inbox(include_acked=args.all)
 
-    notices = _run(args, body)
-    for n in notices:
+    notices_and_levels = _run(args, lambda c: _with_levels(c, body))
+    notices = [n for n, _ in notices_and_levels]
+    now = now_ms()
+    if notices and not args.json:
+        print(f"{'notice':32}  {'from':14} {'severity':8} {'status':8} "
+              f"{'acknowledge by':23}  {'state':26}  title")
+    for n, level in notices_and_levels:
+        due = default_ack_by(n)
         if args.json:
-            print_json(_notice_json(n))
+            print_json(_notice_json(n) | {"ack_by": iso8601(due), "escalation_level": level,
+                                          "overdue": n.acked_at is None and now > due})
         else:
-            acked = "acked" if n.acked_at is not None else "NOT ACKED"
-            print(f"{n.notice_id.hex()}  {line(n.sender):<14} {line(n.severity):<8} "
-                  f"{line(n.status):<8} {iso(n.received_at)}  {acked:<9}  "
-                  f"{line(_clip(n.report.title, 60))}")
+            if n.acked_at is not None:
+                state = "acked"
+            else:
+                state = ("NOT ACKED" + (" OVERDUE" if now > due else "")
+                         + (f" level {level}" if level else ""))
+            text = (f"{n.notice_id.hex()}  {line(n.sender):<14} {line(n.severity):<8} "
+                    f"{line(n.status):<8} {iso(due):23}  {state:26}  "
+                    f"{line(_clip(n.report.title, 60))}")
+            print(colour(text, n.severity) if n.acked_at is None else text)
     if not notices and not args.json:
         print("no notices" if args.all else "no unacknowledged notices", file=sys.stderr)
     return 0
@@ -402,7 +489,7 @@ def _save_attachments(n: ReceivedNotice, folder: str) -> list[str]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    async def body(client: HotlineClient) -> ReceivedNotice:
+    async def body(client: HotlineClient) -> tuple[ReceivedNotice, int]:
         try:
             n = client.received(args.id)
         except UnknownNotice:
@@ -411,9 +498,11 @@ def cmd_show(args: argparse.Namespace) -> int:
             await client.fetch()  # maybe it has just arrived
             n = client.received(args.id)
         client.mark_processed(n.notice_id)
-        return n
+        # The default windows: asking the relay for the frozen policy would make showing
+        # a stored notice wait for the relay (seconds of retries when it is down).
+        return n, default_ack_by(n)
 
-    n = _run(args, body)
+    n, due = _run(args, body)
     saved = _save_attachments(n, args.save_attachments) if args.save_attachments else []
     r = n.report
     if args.json:
@@ -429,7 +518,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                            "body": t.body} for t in r.translations],
             attachments=[{"name": a.name, "media_type": a.media_type, "size": len(a.data)}
                          for a in r.attachments],
-            saved=saved,
+            saved=saved, ack_by=iso8601(due),
         )
         print_json(out)
         return 0
@@ -442,8 +531,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"aware at:   {iso(r.aware_at)}")
     print(f"sent:       {iso(n.notice.created_at)}  accepted: {iso(n.accepted_at)}")
     print(f"received:   {iso(n.received_at)}")
-    acked = iso(n.acked_at) if n.acked_at is not None else "not yet (hotline ack ID)"
-    print(f"acked:      {acked}")
+    if n.acked_at is not None:
+        print(f"acked:      {iso(n.acked_at)}")
+    else:
+        late = "  OVERDUE" if now_ms() > due else ""
+        print(f"acked:      not yet: acknowledge by {iso(due)}{late} "
+              f"(hotline ack {n.notice_id.hex()[:8]})")
     if n.notice.in_reply_to:
         print(f"in reply to {n.notice.in_reply_to.hex()}")
     print(f"\n{line(r.title)}\n")
@@ -480,6 +573,9 @@ def cmd_ack(args: argparse.Namespace) -> int:
 
 
 def _item_json(item: Item) -> dict[str, Any]:
+    if isinstance(item, LogInconsistent):
+        return {"event": "log_inconsistent", "kind": item.kind, "detail": item.detail,
+                "evidence": item.evidence}
     if isinstance(item, ReceivedNotice):
         return {"event": "notice", "redelivered": item.redelivered, **_notice_json(item)}
     if isinstance(item, ConfirmationEvent):
@@ -513,34 +609,52 @@ def _item_json(item: Item) -> dict[str, Any]:
             "reported_to_sender": item.reported}
 
 
-def _line(item: Item) -> str:
+def _line(item: Item, me: str | None = None) -> str:
     """One line for ``item``, safe to print: every field in it may come from a peer or the
-    relay (titles, messages, rejection reasons)."""
-    return line(_raw_line(item))
+    relay (titles, messages, rejection reasons). ``me``: this desk (an escalation of a
+    notice it has to acknowledge says so)."""
+    return line(_raw_line(item, me))
 
 
 def _quoted(text: str, width: int) -> str:
     return f"'{_clip(text, width)}'"
 
 
-def _raw_line(item: Item) -> str:
+def _raw_line(item: Item, me: str | None = None) -> str:
+    if isinstance(item, LogInconsistent):
+        print(f"hotline: WARNING: THE RELAY'S LOG IS INCONSISTENT: {line(item.describe())}",
+              file=sys.stderr)
+        return f"LOG INCONSISTENT ({item.kind}): {item.detail}; evidence in {item.evidence}"
     if isinstance(item, ReceivedNotice):
         again = " (again: not processed before)" if item.redelivered else ""
+        due = iso(default_ack_by(item))
         return (f"NOTICE     {item.notice_id.hex()} from {item.sender} "
-                f"[{item.severity}/{item.status}] {_quoted(item.report.title, 60)}{again}")
+                f"[{item.severity}/{item.status}]{tag(item.status)} "
+                f"{_quoted(item.report.title, 60)}{again}; acknowledge by {due}")
     if isinstance(item, ConfirmationEvent):
         what = "DELIVERED " if item.kind == "receipt" else "ACKED     "
         msg = f": {_quoted(item.message, 80)}" if item.message else ""
         return (f"{what} {item.notice_id.hex()} by {item.recipient} at "
                 f"{iso(item.attested_at)}{msg}")
     if isinstance(item, EscalationEvent):
+        drill = tag(item.status or "actual")
         if item.kind == "resolved":
-            return f"RESOLVED   {item.notice_id.hex()} for {item.desk} at {iso(item.at)}"
+            return (f"RESOLVED   {item.notice_id.hex()} for {item.desk} at "
+                    f"{iso(item.at)}{drill}")
         track = f"{item.track} " if item.track else ""
         late = (f", {duration(item.at - item.deadline)} past the {track}deadline"
                 if item.deadline is not None else "")
-        return (f"ESCALATED  {item.notice_id.hex()} for {item.desk}, level {item.level}"
-                f"{late}")
+        sev = f" [{item.severity}]" if item.severity else ""
+        if me is not None and item.desk == me:
+            todo = ("reply to it (hotline reply)" if item.track == "response"
+                    else f"acknowledge it now: hotline ack {item.notice_id.hex()[:8]}")
+            owed = f": this desk must {todo}"
+        else:
+            owed = (f": {item.desk} has not "
+                    f"{'replied' if item.track == 'response' else 'acknowledged'}")
+        final = " FINAL" if item.final else ""
+        return (f"ESCALATED  {item.notice_id.hex()}{sev}{drill} for {item.desk}, level "
+                f"{item.level}{final}{late}{owed}")
     if isinstance(item, WatchdogOverdue):
         relay = ("the relay reported escalating (which is not an answer)" if item.escalated
                  else "the relay reported no escalation")
@@ -570,25 +684,78 @@ def cmd_watch(args: argparse.Namespace) -> int:
     if args.timeout is not None and args.timeout <= 0:
         raise UsageError("--timeout must be more than 0 seconds")
 
+    view = LinkView(json_mode=args.json)
+
+    def on_link(st: LinkState) -> None:
+        if st.state in ("connected", "reconnected"):
+            view.connected(st.url, again=st.state == "reconnected")
+        elif st.state == "lost":
+            view.lost(st.url, st.reason or "")
+        elif st.state == "retrying":
+            view.retrying(st.url, st.wait_s or 0.0, st.reason or "", st.failures)
+
+    link_peers = tuple(desk_id(d) for d in args.link_test)
+    link_every = parse_duration(args.link_every, "--link-every") if link_peers else 0
+    link_window = (parse_duration(args.link_window, "--link-window")
+                   if link_peers and args.link_window else 0)
+
     async def body(client: HotlineClient) -> int:
         seen = 0
-        async with asyncio.timeout(args.timeout):
-            async for item in client.events(follow=True):
+        client.connection.on_link = on_link
+        quiet = asyncio.create_task(view.watch_quiet())
+        tests: asyncio.Task[None] | None = None
+        if link_peers:
+            from client.cli.drill_cmd import link_event_line
+            from client.drill_runner import LinkTester
+
+            tester = LinkTester(client, link_peers, link_every, link_window,
+                                sleep=asyncio.sleep)
+
+            def said(e: Any) -> None:
                 if args.json:
-                    print_json(_item_json(item))
+                    print_json({"event": e.kind, "peer": e.peer, "at": iso8601(e.at),
+                                "down_ms": e.down_ms})
                 else:
-                    print(f"{iso(now_ms())}  {_line(item)}")
-                sys.stdout.flush()
-                seen += 1
-                if args.count is not None and seen >= args.count:
-                    break
+                    print(f"{iso(now_ms())}  {link_event_line(e)}", flush=True)
+
+            tests = asyncio.create_task(tester.run(on_event=said, beside_stream=True))
+        try:
+            async with asyncio.timeout(args.timeout):
+                async for item in client.events(follow=True):
+                    if args.json:
+                        print_json(_item_json(item))
+                    else:
+                        text = f"{iso(now_ms())}  {_line(item, client.desk)}"
+                        key = ("resolved" if getattr(item, "kind", "") == "resolved"
+                               else getattr(item, "severity", None) or "")
+                        print(colour(text, key))
+                    sys.stdout.flush()
+                    view.event()
+                    seen += 1
+                    if args.count is not None and seen >= args.count:
+                        break
+        finally:
+            quiet.cancel()
+            if tests is not None:
+                tests.cancel()
         return seen
 
+    # The stream's own "lost; reconnecting" warning is said by the view instead.
+    conn_log = logging.getLogger("hotline.client.connection")
+    quiet_lost = _DropStreamLost()
+    conn_log.addFilter(quiet_lost)
     try:
         _run(args, body)
     except TimeoutError:
         pass  # --timeout reached: a normal end
+    finally:
+        conn_log.removeFilter(quiet_lost)
     return 0
+
+
+class _DropStreamLost(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("relay.stream.lost")
 
 
 def _step_json(step: Step | None) -> dict[str, Any] | None:
@@ -622,9 +789,37 @@ def _span(ms: object) -> str:
     return f"{s} s"
 
 
+def _replies(client: HotlineClient, notice_id: bytes) -> dict[str, ReceivedNotice]:
+    """The first verified reply of each recipient to ``notice_id`` (a notice it sent back
+    with ``in_reply_to``): what meets the response deadline."""
+    out: dict[str, ReceivedNotice] = {}
+    for n in sorted(client.inbox(include_acked=True), key=lambda n: n.accepted_at):
+        if n.notice.in_reply_to == notice_id:
+            out.setdefault(str(n.sender), n)
+    return out
+
+
+def _response_text(reply: ReceivedNotice | None, policy: object, accepted_at: int | None
+                   ) -> str:
+    if reply is not None:
+        return (f"{iso(reply.accepted_at)} (verified reply {reply.notice_id.hex()[:16]}: "
+                f"{_quoted(reply.report.title, 50)})")
+    window = policy.get("response_window_ms") if isinstance(policy, dict) else None
+    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+        return "no (not required)"
+    if accepted_at is None:
+        return f"no (a reply is owed within {_span(window)})"
+    return f"no (a reply is owed by {iso(accepted_at + window)})"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    view: NoticeStatusView = _run(args, lambda c: c.status(args.id))
+    async def body(client: HotlineClient) -> tuple[NoticeStatusView, dict[str, ReceivedNotice]]:
+        view = await client.status(args.id)
+        return view, _replies(client, view.notice_id)
+
+    view, replies = _run(args, body)
     nid = view.notice_id.hex()
+    accepted_at = view.accepted.attested_at if view.accepted.verified else None
     if args.json:
         for r in view.recipients:
             print_json({
@@ -632,6 +827,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "severity": view.severity, "status": view.status,
                 "accepted": _step_json(view.accepted), "digest_matches": view.digest_matches,
                 "delivered": _step_json(r.delivered), "acknowledged": _step_json(r.acknowledged),
+                "responded": ({"at": iso8601(replies[r.desk].accepted_at),
+                               "reply": replies[r.desk].notice_id.hex(), "verified": True}
+                              if r.desk in replies else None),
                 "escalations": [_step_json(e) for e in r.escalations],
                 "rejected": _step_json(r.rejected),
                 "policy": (view.policy or {}).get(r.desk),
@@ -641,7 +839,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "relays": relays_cmd.merged_json(view),
             })
         _mismatch_warning(view)
-        return 0 if view.verified else 1
+        return 0 if view.verified and not record_warning(args) else 1
     print(f"notice {nid} from {line(view.sender)} [{line(view.severity)}/{line(view.status)}]")
     print(f"  accepted:     {_step_text(view.accepted)}")
     if view.digest_matches is False:
@@ -650,6 +848,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {line(r.desk)}:")
         print(f"    delivered:    {_step_text(r.delivered)}")
         print(f"    acknowledged: {_step_text(r.acknowledged)}")
+        responded = _response_text(replies.get(r.desk), (view.policy or {}).get(r.desk),
+                                   accepted_at)
+        print(f"    responded:    {line(responded)}")
         if r.rejected is not None:
             why = (f"{r.desk} could not open your notice: {r.rejected.reason}"
                    if r.rejected.verified else "")
@@ -666,7 +867,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{'within ' + _span(response) if response else 'not required'} "
                   "(frozen at acceptance)")
     flagged = relays_cmd.print_merged(view)
-    if _mismatch_warning(view) or flagged:
+    if _mismatch_warning(view) or record_warning(args) or flagged:
         return 1
     if not view.verified:
         print("  WARNING: not every signature in this status verified", file=sys.stderr)

@@ -74,11 +74,11 @@ def register(groups: Any) -> None:
 
     p = sub.add_parser("link-status", parents=[COMMON],
                        help="link events so far, and counterparts whose link test is overdue")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(run=cmd_link_status)
 
 
-def _event_line(e: LinkEvent | dict[str, Any]) -> str:
+def link_event_line(e: LinkEvent | dict[str, Any]) -> str:
     if isinstance(e, LinkEvent):
         e = {"event": e.kind, "peer": e.peer, "at": e.at, "down_ms": e.down_ms}
     when = dt.datetime.fromtimestamp(int(e["at"]) / 1000, tz=dt.UTC).isoformat(
@@ -101,7 +101,7 @@ def cmd_link_test(args: argparse.Namespace) -> int:
                             metrics_file=args.metrics_file)
         print(f"link tests to {', '.join(peers)} every {format_duration(every)}, receipt "
               f"window {format_duration(tester.window_ms)}", file=sys.stderr)
-        await tester.run(args.rounds, on_event=lambda e: print(_event_line(e), flush=True))
+        await tester.run(args.rounds, on_event=lambda e: print(link_event_line(e), flush=True))
         return 0
 
     return _run(args, body)
@@ -179,7 +179,7 @@ def cmd_link_status(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(e)
             else:
-                print(_event_line(e))
+                print(link_event_line(e))
         if args.json and not links:
             print(json.dumps({"event": "none"}))
     finally:

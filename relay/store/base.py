@@ -241,6 +241,68 @@ class OutboxItem:
 Now = Callable[[], int]
 
 
+# ---------------------------------------------------------------------- the verifiable log
+
+
+@dataclass(frozen=True, slots=True)
+class LogLeaf:
+    """One leaf of the relay's log: its index, what kind of statement it records and the
+    statement's exact signed bytes (the log entry is SHA-256 of them)."""
+
+    index: int
+    kind: str
+    statement: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LogCheckpoint:
+    size: int
+    root: bytes
+    #: The signed checkpoint note, with the cosignatures gathered so far.
+    note: bytes
+    signed_at: int
+    cosigned: int = 0
+
+
+class LogStore(Protocol):
+    """The log's storage (PROTOCOL.md section 20). A backend appends a leaf for every
+    statement it stores (notice attestation, receipt/ack/rejection attestations,
+    escalation and resolution statements, revocations) in the same transaction as the
+    statement, at index max + 1, so that leaves have no gap and none is doubled."""
+
+    def size(self) -> int:
+        """Leaves appended (committed)."""
+
+    def leaves(self, start: int, end: int) -> list[LogLeaf]: ...
+
+    def index_of(self, statement: bytes) -> int | None:
+        """The first leaf recording exactly these bytes."""
+
+    def index_by_leaf_hash(self, leaf_hash: bytes) -> int | None:
+        """The first hashed leaf with this leaf hash."""
+
+    def last_of_kind(self, kind: str) -> LogLeaf | None: ...
+
+    def hash(self, level: int, index: int) -> bytes:
+        """A stored complete-subtree hash; KeyError if not computed yet."""
+
+    def hashes(self, level: int, start: int, end: int) -> list[bytes]: ...
+
+    def hashed_size(self) -> int:
+        """Leaves the stored hashes cover."""
+
+    def latest(self) -> LogCheckpoint | None: ...
+
+    async def extend(self, hashes: list[tuple[int, int, bytes]], checkpoint: LogCheckpoint
+                     ) -> None:
+        """Store new subtree hashes and the checkpoint they lead to, in one commit."""
+
+    async def cosigned(self, size: int, note: bytes, count: int) -> None: ...
+
+    async def append(self, kind: str, statement: bytes) -> int:
+        """Append a leaf not tied to another stored row (the relay's key); its index."""
+
+
 class Store(Protocol):
     #: If set by the relay, called on the event loop with every event the store commits,
     #: as (desk, event) in seq order, before any write that committed it returns. The event
@@ -249,6 +311,9 @@ class Store(Protocol):
     #: everything kept must be forgotten. A store that does not see every commit (several
     #: relay nodes) never calls it.
     on_events: Callable[[list[tuple[str, Event | None]] | None], None] | None
+    @property
+    def log(self) -> LogStore:
+        """The verifiable log's storage (leaves, tree hashes, checkpoints)."""
 
     async def open(self) -> None: ...
 
@@ -319,6 +384,12 @@ class Store(Protocol):
         """Keep a verified revocation durably (it must outlive restarts)."""
 
     def revocations(self) -> list[bytes]: ...
+
+    async def use_login_nonce(self, nonce: bytes, expires_at: int, now: int) -> bool:
+        """Durably mark an operator web login nonce used; False if it was used already.
+
+        Kept until ``expires_at`` (rows past ``now`` may be deleted meanwhile), so a login
+        link works once, across restarts and across relay nodes sharing the database."""
 
     def outbox_due(self, now: int, limit: int) -> list[OutboxItem]: ...
 

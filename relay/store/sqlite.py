@@ -46,6 +46,7 @@ from relay.store.base import (
     StoredNotice,
     cut_by_bytes,
 )
+from relay.store.tlog_sqlite import SqliteLog
 
 T = TypeVar("T")
 SCHEMA_VERSION = 2
@@ -62,6 +63,22 @@ def _migrations() -> list[tuple[int, str]]:
         if name.endswith(".sql") and name[:3].isdigit():
             out.append((int(name[:3]), entry.read_text()))
     return sorted(out)
+
+
+def _statements(sql: str) -> list[str]:
+    """A schema file's statements, split where SQLite says a statement is complete (a
+    trigger's body holds semicolons of its own)."""
+    out: list[str] = []
+    pending = ""
+    for piece in sql.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\n;"):
+                out.append(pending)
+            pending = ""
+    if pending.strip(" \t\n;"):
+        out.append(pending)
+    return out
 
 
 #: ``PRAGMA synchronous`` levels as SQLite reads them back.
@@ -134,6 +151,8 @@ class SqliteStore:
         #: connection (its pages are in that connection's cache: no file reads).
         self.on_events: Callable[[list[tuple[str, Event | None]] | None], None] | None = None
         self._last_seq = 0
+        # The verifiable log's storage: its leaves are appended by the schema's triggers.
+        self.log = SqliteLog(self)
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
@@ -183,9 +202,8 @@ class SqliteStore:
             if version not in applied:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    for statement in sql.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
+                    for statement in _statements(sql):
+                        conn.execute(statement)
                     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
                     conn.execute("COMMIT")
                 except BaseException:
@@ -546,6 +564,15 @@ class SqliteStore:
                          (desk, ik_kid, body, now))
 
         await self._run(op)
+
+    async def use_login_nonce(self, nonce: bytes, expires_at: int, now: int) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM login_nonces WHERE expires_at < ?", (now,))
+            cur = conn.execute("INSERT INTO login_nonces (nonce, expires_at) VALUES (?, ?)"
+                               " ON CONFLICT DO NOTHING", (nonce, expires_at))
+            return cur.rowcount == 1
+
+        return await self._run(op)
 
     def revocations(self) -> list[bytes]:
         return [bytes(r[0]) for r in self._reader().execute(

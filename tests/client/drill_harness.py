@@ -36,6 +36,10 @@ class InProcConnection:
             raise RelayUnavailable("connection refused (scripted)")
 
     @property
+    def url(self) -> str:
+        return self.urls[0]
+
+    @property
     def relay_card(self) -> RelayCard:
         return self.relay.card
 
@@ -49,6 +53,10 @@ class InProcConnection:
     async def put_card(self, desk: str, raw: bytes) -> bool:
         self._check()
         return await self.relay.relay.publish_card(self.relay.session(self.desk), desk, raw)
+
+    async def revocations(self) -> list[bytes]:
+        self._check()
+        return self.relay.relay.revocations()
 
     async def post_notice(self, raw: bytes) -> Accepted:
         self._check()

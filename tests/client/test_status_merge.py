@@ -82,6 +82,12 @@ CASES = (
          (RelayView("us", view(rcpt(escalations=(esc(1), esc(2))))),
           RelayView("cn", view(rcpt(escalations=(esc(1, at=NOW - 400),))))),
          (), None, None, True, (("escalated", 1, ("us", "cn")), ("escalated", 2, ("us",)))),
+    Case("an escalation that does not verify names no relay and is flagged",
+         (RelayView("us", view(rcpt(escalations=(esc(1),)))),
+          RelayView("cn", view(rcpt(escalations=(
+              Step(None, NOW, False, "bad signature", level=1, kind="escalated"),))))),
+         (("cn", "unverified", "cn.cac"),), None, None, False,
+         (("escalated", 1, ("us",)),)),
     Case("nobody reachable", (RelayView("us", error="down"), RelayView("cn", error="down")),
          (("cn", "unreachable", None), ("us", "unreachable", None)), None, None, False),
 )

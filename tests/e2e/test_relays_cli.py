@@ -61,18 +61,31 @@ def test_relays_add_list_remove_pin_each_relay(
     assert not (federation["us.caisi"] / "relays" / "cn-relay.card").exists()
 
 
-def test_relays_add_refuses_a_relay_whose_key_changed(
-        federation: dict[str, Path], two: tuple[RelayProcess, RelayProcess],
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """A relay presenting another key under a pinned relay id is refused (an impostor
-    cannot slip in as a new URL of a known relay)."""
+@pytest.mark.parametrize("layout", ["one relay", "two relays"])
+def test_relays_add_refuses_an_impostor_under_a_pinned_relay_id(
+        tmp_path: Path, federation: dict[str, Path], two: tuple[RelayProcess, RelayProcess],
+        capsys: pytest.CaptureFixture[str], layout: str) -> None:
+    """A relay presenting another key under a pinned relay's id is refused (an impostor
+    cannot slip in as another URL of a known relay), whichever layout the home has."""
     us, cn = two
-    home = federation["us.caisi"]
-    assert run("relays", "add", us.url, "--home", str(home)) == 0
-    # The pin now holds another key (as if the relay at that URL had changed its key).
-    Home(home).write("relays/us-relay.card", fetch(cn.url).encode())
-    assert run("relays", "add", us.url, "--home", str(home)) != 0
-    assert "not the pinned" in capsys.readouterr().err
+    impostor = RelayProcess.create(tmp_path, name="relay-impostor", relay_id="us-relay")
+    impostor.start()
+    try:
+        home = federation["us.caisi"]
+        assert run("relays", "add", us.url, "--home", str(home)) == 0
+        if layout == "two relays":
+            assert run("relays", "add", cn.url, "--home", str(home)) == 0
+        before = RelayBook(Home(home)).load() if layout == "two relays" else None
+        capsys.readouterr()
+        assert run("relays", "add", impostor.url, "--home", str(home)) != 0
+        assert "not the pinned" in capsys.readouterr().err
+        if before is not None:
+            assert RelayBook(Home(home)).load() == before  # nothing added
+        else:
+            assert not (home / "relays.json").exists()  # nothing half-done
+        assert impostor.url not in json.dumps(Home(home).config())
+    finally:
+        impostor.stop()
 
 
 def test_one_relay_home_is_migrated_with_its_pin(

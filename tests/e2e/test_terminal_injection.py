@@ -137,7 +137,8 @@ def test_ansi_codes_in_a_title_stay_on_one_inbox_line(
     """``inbox`` prints one safe line per notice, with the true sender; ``--json`` is exact."""
     out = hotline("us.nsc", "inbox", "--local", "--all")
     assert_safe(out)
-    (row,) = out.splitlines()
+    header, row = out.splitlines()
+    assert header.startswith("notice ")
     assert row.startswith(world[2]) and " cn.cac " in row and WORLD in row
     (line,) = hotline("us.nsc", "inbox", "--local", "--all", "--json").splitlines()
     assert json.loads(line)["title"] == TITLE

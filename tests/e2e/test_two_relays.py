@@ -17,9 +17,9 @@ from client.client import HotlineClient
 from client.connection import RetryPolicy
 from client.items import ReceivedNotice
 from keys import Revocation
-from keys.frames import RevocationList
 from keys.armor import dearmor
 from keys.errors import UntrustedKey
+from keys.frames import RevocationList
 from tests.factory import report
 from tests.relay_harness import PASSPHRASE, RelayProcess
 from tests.relay_harness import test_env as harness_env
@@ -119,7 +119,7 @@ async def test_every_notice_once_and_both_relays_hold_signed_receipts_and_acks(
 async def test_one_relay_down_notices_arrive_through_the_other_and_it_catches_up(
         federation: dict[str, Path], relays: tuple[RelayProcess, RelayProcess],
         login_all: object, how: str) -> None:
-    us_relay, cn_relay = relays
+    _, cn_relay = relays
     async with open_desk(federation, relays, "us.caisi") as us, \
             open_desk(federation, relays, "cn.cac") as cn:
         # Both clients connect to both relays first; then cn-relay goes down.
