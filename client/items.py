@@ -25,6 +25,8 @@ class SendResult:
     duplicate: bool = False
     #: Set when the relay's signed time is off this client's clock beyond the allowed skew.
     clock_skew: ClockSkewWarning | None = None
+    #: With several relays: each relay's answer (``attestation`` is the first acceptance).
+    relays: tuple[RelayAcceptance, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,27 @@ class AckResult:
     acknowledged_at: int
     attestation: Attestation
     duplicate: bool = False
+    #: With several relays: each relay's answer.
+    relays: tuple[RelayAcceptance, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RelayAcceptance:
+    """One relay's answer to a fanned-out message: its verified attestation, or why not.
+    ``state``: "accepted", "pending" (kept, posted again) or "refused" (for good)."""
+
+    relay: str
+    state: str
+    attestation: Attestation | None = None
+    raw: bytes | None = None
+    duplicate: bool = False
+    error: str | None = None
+    #: The relay's log index of its statement (client/record.py), if it named one.
+    leaf: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.state == "accepted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +245,7 @@ __all__ = [
     "NoticeRejected",
     "NoticeRejectedByRecipient",
     "ReceivedNotice",
+    "RelayAcceptance",
     "SendResult",
     "StatusMismatch",
     "UnknownDesk",
