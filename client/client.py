@@ -56,6 +56,15 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from contextlib import aclosing
 from pathlib import Path
 
+from client.circuits import (
+    Circuit,
+    Circuits,
+    NotEnoughRelays,
+    RelayBook,
+    RelaySpec,
+    describe,
+    open_circuits,
+)
 from client.connection import (
     Clock,
     RelayConnection,
@@ -77,6 +86,7 @@ from client.items import (
     NoticeUnopened,
     OutboxItem,
     ReceivedNotice,
+    RelayAcceptance,
     SendResult,
     StatusMismatch,
     UnknownDesk,
@@ -84,6 +94,7 @@ from client.items import (
     UnopenedNotice,
     WatchdogOverdue,
 )
+from client.multi import handle_once, merged_status
 from client.record import LogInconsistent, RecordChecker, log_verifier
 from client.state import (
     ClientState,
@@ -102,7 +113,6 @@ from client.verify import (
     OwnCopy,
     VerifiedNotice,
     beyond_skew,
-    check_attestation,
     reopen,
     status_view,
     verify_confirmation,
@@ -282,10 +292,13 @@ class HotlineClient:
         watchdog: WatchdogPolicy | None = None,
         max_clock_skew_ms: int | None = None,
         reload_secrets: Callable[[], DeskSecrets] | None = None,
+        relay_specs: Sequence[RelaySpec] | None = None,
     ) -> None:
         """``trust`` defaults to the home's pinned root and revocations, ``card`` to the
         home's desk card, ``state`` to ``client.db`` in the home. ``on_relay_pinned(card,
-        fingerprint)`` is called when the relay is pinned on first use.
+        fingerprint)`` is called when the relay is pinned on first use. ``relay_specs``:
+        several relays (identities with their URLs, see :mod:`client.circuits`) instead
+        of the one at ``relays``.
         ``max_clock_skew_ms`` (default 5 minutes): how far a relay-signed time may be off
         this client's clock before a :class:`ClockSkewWarning` is raised; it also bounds
         how far the relay's time can move the time certificates are judged at.
@@ -321,7 +334,11 @@ class HotlineClient:
         self._card = card
         self.state = state if state is not None else ClientState.in_home(self.home.path)
         self._relays = tuple(relays)
+        self._relay_specs = tuple(relay_specs or ())
         self._connection = connection
+        self._circuits: Circuits | None = None
+        #: Acceptances a send needs (None: one); "all" every relay's (``send(require=)``).
+        self.retry_interval_s = 5.0
         self._connection_options = (sleep, policy, on_relay_pinned)
         self._closed = False
         self.watchdog_policy = watchdog or WatchdogPolicy()
@@ -338,23 +355,35 @@ class HotlineClient:
         #: The relay log check (client/record.py), made on first use.
         self._record: RecordChecker | None = None
 
+    def _make_connection(self, urls: Sequence[str], pin: object,
+                         on_revocation: Callable[[bytes], None]) -> RelayConnection:
+        sleep, policy, on_pinned = self._connection_options
+        return RelayConnection(urls, secrets=self.secrets, card=self._card_bytes,
+                               pin=pin, clock=self._clock, sleep=sleep,  # type: ignore[arg-type]
+                               policy=policy, on_pinned=on_pinned, on_revocation=on_revocation)
+
+    @property
+    def circuits(self) -> Circuits:
+        """The relays (one, or several: :mod:`client.circuits`), made on first use."""
+        if self._circuits is None:
+            if self._relay_specs and self._connection is None:
+                self._circuits = open_circuits(
+                    self.home, self._relay_specs, make=self._make_connection,
+                    learn=self._learn_pushed,
+                    state_cursor=self.state.cursor, clock=self._clock)
+            else:
+                if self._connection is None:
+                    self._connection = self._make_connection(
+                        self._relays, HomePin(self.home), self._pushed_revocation)
+                self._circuits = Circuits(
+                    [Circuit(self._connection, cursor=self.state.cursor,
+                             advance=self.state.advance)], None, clock=self._clock)
+        return self._circuits
+
     @property
     def connection(self) -> RelayConnection:
-        """The relay connection, made on first use (local reads need none)."""
-        if self._connection is None:
-            sleep, policy, on_pinned = self._connection_options
-            self._connection = RelayConnection(
-                self._relays,
-                secrets=self.secrets,
-                card=self._card_bytes,
-                pin=HomePin(self.home),
-                clock=self._clock,
-                sleep=sleep,
-                policy=policy,
-                on_pinned=on_pinned,
-                on_revocation=self._pushed_revocation,
-            )
-        return self._connection
+        """The (first) relay's connection, made on first use (local reads need none)."""
+        return self.circuits.primary.connection
 
     @classmethod
     def from_home(
@@ -393,6 +422,9 @@ class HotlineClient:
             return home.desk_secrets(key)
 
         kwargs.setdefault("reload_secrets", reload_secrets)
+        book = RelayBook(home)
+        if not relays and not os.environ.get(RELAY_ENV) and book.exists():
+            kwargs.setdefault("relay_specs", book.load())
         return cls(secrets, home, relay_urls(home, relays), **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -402,7 +434,9 @@ class HotlineClient:
     @property
     def relays(self) -> tuple[str, ...]:
         """The relay URLs this client was given (empty: local reads only)."""
-        return self._connection.urls if self._connection is not None else self._relays
+        if self._circuits is not None:
+            return tuple(u for c in self._circuits.circuits for u in c.connection.urls)
+        return tuple(u for s in self._relay_specs for u in s.urls) or self._relays
 
     def _card_bytes(self) -> bytes:
         card = self._card if self._card is not None else self.home.card(self._clock())
@@ -418,7 +452,11 @@ class HotlineClient:
 
     async def start(self) -> None:
         """Post what an earlier run left in the outbox (:meth:`retry_outbox`). A relay that
-        cannot be reached now is logged, not raised: the outbox keeps it for the next try."""
+        cannot be reached now is logged, not raised: the outbox keeps it for the next try.
+        With several relays, what one missed is posted again every ``retry_interval_s``
+        until close."""
+        if self._relay_specs:
+            self.circuits.keep_retrying(self.retry_interval_s, self._connection_options[0])
         if not self.state.unconfirmed() and not self.state.queued_confirmations():
             return
         try:
@@ -431,7 +469,9 @@ class HotlineClient:
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
-            if self._connection is not None:
+            if self._circuits is not None:
+                await self._circuits.close()
+            elif self._connection is not None:
                 await self._connection.close()
             if self._record is not None:
                 self._record.close()
@@ -547,21 +587,26 @@ class HotlineClient:
         The new ones are returned. A relay that refuses (one without the route) or answers
         nonsense is logged and not asked again in this process (what this home knows still
         applies); RelayUnavailable is raised as by any request."""
-        try:
-            bodies = await self.connection.revocations()
-        except (RelayUnavailable, RelayIdentityError):
-            raise
-        except (RelayError, MalformedInput) as exc:
-            log.warning("revocation.fetch_failed reason=%s", exc)
-            self._revocations_fetched = True
-            return []
+        new: list[Revocation] = []
+        for circuit, got in await self.circuits.every(lambda c: c.connection.revocations()):
+            if isinstance(got, RelayUnavailable | RelayIdentityError):
+                if not self.circuits.multi:
+                    raise got
+                log.warning("revocation.fetch_failed relay=%s reason=%s", circuit.name, got)
+            elif isinstance(got, BaseException):
+                log.warning("revocation.fetch_failed reason=%s", got)
+            else:
+                new += self.learn_revocations(got, circuit.connection.url)
         self._revocations_fetched = True
-        return self.learn_revocations(bodies, self.connection.url)
+        return new
 
     async def _revocations_once(self) -> None:
         self.refresh_revocations()
         if not self._revocations_fetched:
             await self.fetch_revocations()
+
+    def _learn_pushed(self, body: bytes, source: str) -> None:
+        self.learn_revocations([body], source)
 
     def _pushed_revocation(self, body: bytes) -> None:
         self.learn_revocations([body], self.connection.url)
@@ -624,9 +669,11 @@ class HotlineClient:
         if (secrets.ik_kid, [p.key_id for p in secrets.encryption_keys]) == held:
             return False
         self.secrets = secrets
-        if self._connection is not None:
-            self._connection.secrets = secrets
-            forget = getattr(self._connection, "forget_login", None)
+        connections = ([c.connection for c in self._circuits.circuits]
+                       if self._circuits is not None else [])
+        for connection in connections:
+            connection.secrets = secrets
+            forget = getattr(connection, "forget_login", None)
             if forget is not None:
                 forget()  # the next login presents the new card
         self._card_stale = self._card is None
@@ -665,7 +712,7 @@ class HotlineClient:
         # Only where the relay is needed anyway: a send with cached cards still works (and
         # is kept in the outbox) while the relay cannot be reached.
         await self._revocations_once()
-        raw = await self.connection.get_card(desk)
+        raw = await self.circuits.any_of(lambda c: c.get_card(desk), lambda r: r is not None)
         if raw is None:
             raw = await self._publish_contact(desk)
         card = DeskCard.decode(raw)
@@ -713,15 +760,22 @@ class HotlineClient:
             )
         raw = contact.encode()
         self.trust.verify_card(contact, self._now())
-        await self.connection.put_card(desk, raw)
+        await self._put_card(desk, raw)
         log.info("card.published desk=%s (from contacts; it has not connected yet)", desk)
         return raw
 
     async def publish_card(self) -> DeskId:
         """Give the relay this desk's own card now (its login does it), so that notices to
         this desk are accepted before it first waits for them."""
-        await self.connection.put_card(self.desk, self._card_bytes())
+        await self._put_card(self.desk, self._card_bytes())
         return self.desk
+
+    async def _put_card(self, desk: DeskId, raw: bytes) -> None:
+        """Give every relay the card (at least one must take it)."""
+        answers = await self.circuits.every(lambda c: c.connection.put_card(desk, raw))
+        errors = [got for _, got in answers if isinstance(got, BaseException)]
+        if len(errors) == len(answers):
+            raise errors[0]
 
     # ------------------------------------------------------------------ sending
     async def send(
@@ -734,11 +788,15 @@ class HotlineClient:
         *,
         notice_id: bytes | str | None = None,
         queue: bool = True,
+        require: int | str = 1,
     ) -> SendResult:
         """Seal ``notice`` to the desks ``to``, record it in the outbox, post it.
 
         ``notice_id`` makes the send idempotent across runs: a notice already in the
         outbox under that id is not sealed again; its stored bytes are (re)posted.
+        With several relays the same bytes go to each; ``require`` (a number, or "all")
+        acceptances make the send succeed (else :class:`NotEnoughRelays`); the relays
+        that did not accept yet are posted to again. ``result.relays``: each one's answer.
 
         If the relay cannot be reached, the notice is sealed to the recipients' cards in
         this desk's contacts/ and kept: the result is ``queued`` (NOT at the relay; it is
@@ -755,7 +813,7 @@ class HotlineClient:
             if existing is not None:
                 _check_same_notice(existing, recipients, severity, status,
                                    content, self.state.sent_content(nid))
-                return await self._deliver(existing, queue=queue)
+                return await self._deliver(existing, require, queue=queue)
         if not recipients:
             raise UsageError("a notice needs at least one recipient")
         if self.desk in recipients:
@@ -776,7 +834,7 @@ class HotlineClient:
         self.state.record_sent_content(env.notice_id, content)
         log.info("notice.sealed notice_id=%s recipients=%s severity=%s",
                  env.notice_id.hex(), ",".join(env.header.recipients), severity)
-        return await self._deliver(record, queue=queue)
+        return await self._deliver(record, require, queue=queue)
 
     async def reply(self, notice_id: bytes | str, notice: IncidentReport, *,
                     notice_id_of_reply: bytes | str | None = None,
@@ -793,21 +851,37 @@ class HotlineClient:
                                in_reply_to=original.notice_id, notice_id=notice_id_of_reply,
                                queue=queue)
 
-    async def _deliver(self, record: OutboxRecord, *, queue: bool | None = None) -> SendResult:
+    async def _deliver(self, record: OutboxRecord, require: int | str = 1, *,
+                       queue: bool | None = None) -> SendResult:
         """Post an outbox notice. The relay unreachable: ``queue`` True returns a queued
         result, False withdraws the notice from the outbox, None (a resend) raises."""
         nid = record.notice_id
         if record.state == "accepted" and record.attestation is not None:
             att = Attestation.decode(record.attestation)
-            return SendResult(nid, att.at, att, duplicate=True)
+            return SendResult(nid, att.at, att, duplicate=True,
+                              relays=self.circuits.results(nid, "notice"))
         if record.state == "failed":
             raise UsageError(f"the relay refused notice {nid.hex()} for good: {record.error}")
         posted_at = self._now()
+        n = len(self.circuits.circuits)
+        need = n if require == "all" else int(require)
+        if not 1 <= need <= n:
+            raise UsageError(f"require must be 1 to {n} (the relays listed) or 'all', "
+                             f"not {require!r}")
         try:
             down = self._known_down() if queue is not None else None
             if down is not None:
                 raise down  # found unreachable moments ago: do not wait for it again
-            accepted = await self.connection.post_notice(record.envelope)
+            results = await self.circuits.fan_out(
+                "notice", record.envelope, notice_id=nid, digest=record.digest,
+                desk=self.desk, require=need, grace_s=0.5 if need < n else 0.0)
+            first = next((r for r in results if r.accepted), None)
+            if first is None or first.attestation is None or first.raw is None:
+                if all(r.state == "refused" for r in results):
+                    self.state.mark_failed(nid, "; ".join(str(r.error) for r in results))
+                    raise UsageError(f"every relay refused notice {nid.hex()}: "
+                                     f"{describe(results)}")
+                raise RelayUnavailable(describe(results))
         except RelayUnavailable as exc:
             if queue is not None:
                 self._note_down(exc)
@@ -828,24 +902,23 @@ class HotlineClient:
             if exc.status in _FINAL and exc.status not in _NOT_FINAL:
                 self.state.mark_failed(nid, f"{exc.code}: {exc.detail}")
             raise
-        relay = await self.relay()
-        att = check_attestation(
-            accepted.attestation, relay, event="accepted", notice_id=nid,
-            digest=record.digest, desk=self.desk,
-        )
+        att, duplicate = first.attestation, first.duplicate
         # Deadlines run from this client's clock, never from the relay's signed time. A
         # duplicate was accepted by an earlier post: no later than the sealing is assumed.
         now = self._now()
-        sent_at = record.created_at if accepted.duplicate else now
+        sent_at = record.created_at if duplicate else now
         skew = self._check_skew(nid, "accepted", self.desk, att.at,
-                                earliest=sent_at if accepted.duplicate else posted_at,
-                                latest=now)
-        self.state.mark_accepted(nid, accepted.attestation, att.at, sent_at)
+                                earliest=sent_at if duplicate else posted_at, latest=now)
+        self.state.mark_accepted(nid, first.raw, att.at, sent_at)
         self._relay_down = None
-        self.record.saw(accepted.attestation, "accepted", nid, accepted.leaf)
-        log.info("notice.sent notice_id=%s accepted_at=%d duplicate=%s",
-                 nid.hex(), att.at, accepted.duplicate)
-        return SendResult(nid, att.at, att, accepted.duplicate, skew)
+        self._saw(results[0], "accepted", nid)
+        log.info("notice.sent notice_id=%s accepted_at=%d duplicate=%s relays=%s",
+                 nid.hex(), att.at, duplicate, describe(results))
+        relays = results if self.circuits.multi else ()
+        if sum(r.accepted for r in results) < need:
+            raise NotEnoughRelays(f"notice {nid.hex()}: {describe(results)}; the others are "
+                                  "posted again from the outbox", relays)
+        return SendResult(nid, att.at, att, duplicate, skew, relays)
 
     async def resend_unconfirmed(self) -> list[SendResult]:
         """Post again, with the same bytes, every notice not yet accepted by the relay.
@@ -892,8 +965,8 @@ class HotlineClient:
             # Inbox pages move the cursor page by page: consume them in step; the watchdog
             # looks once everything available was seen.
             async with aclosing(self._pages()) as pages:
-                async for event in pages:
-                    async for item in self._yield_event(event):
+                async for circuit, event in pages:
+                    async for item in self._yield_event(event, circuit):
                         yield item
             for overdue_item in self.watchdog_check():
                 yield overdue_item
@@ -907,11 +980,12 @@ class HotlineClient:
         self._watchdog_next = self._now() + WATCHDOG_SETTLE_MS
         # The live stream is read by its own task so that the watchdog can speak up while
         # no event arrives.
-        queue: asyncio.Queue[Event | BaseException | None] = asyncio.Queue(maxsize=64)
+        queue: asyncio.Queue[tuple[Circuit, Event] | BaseException | None] = asyncio.Queue(
+            maxsize=64)
 
         async def pump() -> None:
             try:
-                async with aclosing(self._live()) as source:
+                async with aclosing(self.circuits.live()) as source:
                     async for event in source:
                         await queue.put(event)
                 await queue.put(None)
@@ -928,8 +1002,7 @@ class HotlineClient:
                 due = min([self._next_home_check, *wake])
                 wait = max(0.0, (due - self._now()) / 1000)
                 try:
-                    got: Event | BaseException | None = await asyncio.wait_for(
-                        queue.get(), timeout=wait)
+                    got = await asyncio.wait_for(queue.get(), timeout=wait)
                 except TimeoutError:
                     if self._watchdog_next is not None and self._now() >= self._watchdog_next:
                         for overdue_item in self.watchdog_check():
@@ -943,7 +1016,7 @@ class HotlineClient:
                         return
                     if isinstance(got, BaseException):
                         raise got
-                    async for item in self._yield_event(got):
+                    async for item in self._yield_event(got[1], got[0]):
                         yield item
                 if self._now() >= self._next_home_check:
                     for reopened in await self._housekeep():
@@ -1006,10 +1079,12 @@ class HotlineClient:
             log.warning("outbox.sent count=%d (kept while the relay could not be reached)",
                         taken)
 
-    async def _yield_event(self, event: Event) -> AsyncGenerator[Item, None]:
-        if event.seq <= self.state.cursor():
+    async def _yield_event(self, event: Event, circuit: Circuit | None = None
+                           ) -> AsyncGenerator[Item, None]:
+        circuit = circuit or self.circuits.primary
+        if event.seq <= circuit.cursor():
             return  # replayed after a reconnection; already handled
-        item = await self.handle(event)
+        item = await handle_once(self, circuit, event)
         if item is None:
             return
         if isinstance(item, ReceivedNotice):
@@ -1057,45 +1132,53 @@ class HotlineClient:
         await self._send_missing_receipts()
         items: list[Item] = list(await self.retry_unopened())
         async with aclosing(self._pages()) as source:
-            async for event in source:
-                if event.seq <= self.state.cursor():
+            async for circuit, event in source:
+                if event.seq <= circuit.cursor():
                     continue
-                item = await self.handle(event)
+                item = await handle_once(self, circuit, event)
                 if item is not None:
                     items.append(item)
         items.extend(self._take_warnings())
         items.extend(await self.check_record())
         return items
 
-    async def _live(self) -> AsyncGenerator[Event, None]:
-        async with aclosing(self.connection.events(self.state.cursor)) as stream:
-            async for event in stream:
-                yield event
-
-    async def _pages(self) -> AsyncGenerator[Event, None]:
+    async def _pages(self) -> AsyncGenerator[tuple[Circuit, Event], None]:
+        if self.circuits.multi:
+            for circuit, events in await self.circuits.pages():
+                for event in events:
+                    yield circuit, event
+            return
+        primary = self.circuits.primary
         while True:
             after = self.state.cursor()
             page = await self.connection.inbox(after)
             for event in page.events:
-                yield event
+                yield primary, event
             if page.events:
                 # Events this client ignores or could not store still move the cursor.
                 self.state.advance(max(e.seq for e in page.events))
             if not page.more or page.next_cursor <= after:
                 return
 
-    async def handle(self, event: Event) -> Item | None:
-        """Verify and record one stream event; return what it means for the caller, or
-        None for a duplicate. Never raises for a bad event: it becomes NoticeRejected.
-        A verified event's relay statement is kept for the log check."""
+    async def handle(self, event: Event, circuit: Circuit | None = None) -> Item | None:
+        """Verify and record one stream event (that came by ``circuit``, default the first
+        relay); return what it means for the caller, or None for a duplicate. Never raises
+        for a bad event: it becomes NoticeRejected. A verified event's relay statement is
+        kept for the log check (the first relay's log: only its statements)."""
         self.refresh_home()
-        item = await self._handle(event)
-        if not isinstance(item, NoticeRejected):
+        circuit = circuit or self.circuits.primary
+        item = await self._handle(event, circuit)
+        if not isinstance(item, NoticeRejected) and circuit is self.circuits.primary:
             self.record.saw(event.attestation, event.kind, event.notice_id, event.leaf)
         return item
 
-    async def _handle(self, event: Event) -> Item | None:
-        relay = await self.relay()
+    def _saw(self, result: RelayAcceptance, kind: str, notice_id: bytes) -> None:
+        """Keep the first relay's statement for its log check (client/record.py)."""
+        if result.accepted and result.relay == self.circuits.primary.name:
+            self.record.saw(result.raw, kind, notice_id, result.leaf)
+
+    async def _handle(self, event: Event, circuit: Circuit) -> Item | None:
+        relay = await circuit.card()
         try:
             if event.kind == "notice":
                 return await self._on_notice(event, relay)
@@ -1103,7 +1186,7 @@ class HotlineClient:
                 return await self._on_confirmation(event, relay)
             if event.kind == "rejected":
                 return await self._on_rejection(event, relay)
-            return await self._on_relay_event(event, relay)
+            return await self._on_relay_event(event, relay, circuit.connection)
         except (RelayUnavailable, RelayIdentityError):
             raise  # the relay cannot be reached or is not ours: not the event's fault
         except Exception as exc:  # a bad event never stops the loop
@@ -1316,14 +1399,22 @@ class HotlineClient:
                 return  # the relay is not taking them now; the rest waits too
 
     # ------------------------------------------------------------------ the outbox
-    async def _post_kept(self, pending: PendingConfirmation) -> tuple[Attestation, bool]:
-        """Post one kept confirmation; once the relay attests it, mark it sent and apply
-        it (receipt sent, notice acknowledged). Returns the attestation and whether the
-        relay had it already."""
+    async def _post_kept(self, pending: PendingConfirmation
+                         ) -> tuple[Attestation, bool, tuple[RelayAcceptance, ...]]:
+        """Post one kept confirmation (to every relay); once a relay attests it, mark it
+        sent and apply it (receipt sent, notice acknowledged). Returns the first
+        attestation, whether that relay had it already, and each relay's answer."""
         event = _ATTESTED[pending.kind]
         posted_at = self._now()
         try:
-            accepted = await self.connection.send_confirmation(pending.body)
+            results = await self.circuits.fan_out(
+                pending.kind, pending.body, notice_id=pending.notice_id,
+                digest=pending.digest, desk=self.desk)
+            first = next((r for r in results if r.accepted and r.attestation), None)
+            if first is None or first.attestation is None:
+                if results and all(r.state == "refused" for r in results):
+                    raise RelayError(400, "refused", describe(results))
+                raise RelayUnavailable(describe(results))
         except RelayUnavailable as exc:
             self.state.confirmation_failed(pending.id, exc.message, final=False)
             raise
@@ -1333,11 +1424,8 @@ class HotlineClient:
                                            final=final)
             raise
         self._relay_down = None
-        att = check_attestation(
-            accepted.attestation, await self.relay(), event=event,
-            notice_id=pending.notice_id, digest=pending.digest, desk=self.desk,
-        )
-        if not accepted.duplicate:
+        att, duplicate = first.attestation, first.duplicate
+        if not duplicate:
             self._check_skew(pending.notice_id, event, self.desk, att.at, earliest=posted_at,
                              latest=self._now())
         self.state.confirmation_sent(pending.id)
@@ -1345,9 +1433,8 @@ class HotlineClient:
             self.state.mark_receipt_sent(pending.notice_id)
         elif pending.kind == "ack":
             self.state.mark_acked(pending.notice_id, att.at)
-            self.record.saw(accepted.attestation, "acknowledged", pending.notice_id,
-                            accepted.leaf)
-        return att, accepted.duplicate
+            self._saw(results[0], "acknowledged", pending.notice_id)
+        return att, duplicate, results
 
     async def _post_logged(self, pending: PendingConfirmation) -> bool:
         """Post a kept confirmation; a refusal is logged (and, if final, ends its tries);
@@ -1362,7 +1449,8 @@ class HotlineClient:
             return False
         return True
 
-    async def _post_in_order(self, pending: PendingConfirmation) -> tuple[Attestation, bool]:
+    async def _post_in_order(self, pending: PendingConfirmation
+                             ) -> tuple[Attestation, bool, tuple[RelayAcceptance, ...]]:
         """Post the confirmations kept before ``pending``, then ``pending``: a desk's
         receipts, acks and rejections reach the relay in the order it signed them."""
         for earlier in self.state.queued_confirmations():
@@ -1417,7 +1505,7 @@ class HotlineClient:
         record = self.state.outbox(notice_id)
         if record is not None:
             return record.digest, record.recipients
-        env = Envelope.decode(await self.connection.get_notice(notice_id))
+        env = Envelope.decode(await self.circuits.any_of(lambda c: c.get_notice(notice_id)))
         if env.notice_id != notice_id:
             raise MalformedInput("the relay served another notice", code="bad_value")
         me = VerifiedDesk(self.desk, self.secrets.identity.verify_key, self.secrets.ik_kid, 0, {})
@@ -1451,7 +1539,8 @@ class HotlineClient:
         return ConfirmationEvent(c.kind, event.notice_id, c.recipient, c.at, v.attestation.at,
                                  event.seq, message, automatic=c.automatic)
 
-    async def _on_relay_event(self, event: Event, relay: RelayCard) -> Item | None:
+    async def _on_relay_event(self, event: Event, relay: RelayCard,
+                              connection: RelayConnection) -> Item | None:
         sent = self.state.outbox(event.notice_id)
         received = self.state.received(event.notice_id)
         digest = sent.digest if sent else received.digest if received else None
@@ -1464,7 +1553,7 @@ class HotlineClient:
             # The relay re-pushes a notice we never acknowledged; we never stored it (its
             # first delivery failed verification, or never came). Verify it as a notice,
             # with the relay's acceptance taken from the notice's status.
-            status = await self.connection.get_status(event.notice_id)
+            status = await connection.get_status(event.notice_id)
             item = await self._on_notice(
                 Event(event.seq, "notice", event.notice_id, envelope=event.envelope,
                       attestation=status.accepted, signer_cert=event.signer_cert),
@@ -1589,7 +1678,7 @@ class HotlineClient:
         try:
             if down is not None:
                 raise down  # found unreachable moments ago: do not wait for it again
-            att, duplicate = await self._post_in_order(pending)
+            att, duplicate, results = await self._post_in_order(pending)
         except RelayUnavailable as exc:
             if not queue:
                 self.state.drop_confirmation(pending.id)
@@ -1601,7 +1690,8 @@ class HotlineClient:
             log.info("ack.queued notice_id=%s reason=%s", nid.hex(), exc.message)
             return AckResult(nid, None, None, queued=True, reason=exc.message)
         log.info("notice.acknowledged notice_id=%s sender=%s", nid.hex(), record.sender)
-        return AckResult(nid, att.at, att, duplicate)
+        return AckResult(nid, att.at, att, duplicate,
+                         results if self.circuits.multi else ())
 
     # ------------------------------------------------------------------ status
     async def status(self, notice_id: bytes | str) -> NoticeStatusView:
@@ -1609,12 +1699,11 @@ class HotlineClient:
         carries its own ``verified`` flag; ``view.verified`` sums them up), and its
         sender, recipients, severity and status compared with this desk's own copy (the
         outbox, or the envelope it received): any difference is in ``view.mismatches``
-        and makes ``view.verified`` False."""
+        and makes ``view.verified`` False. With several relays, each relay's view is
+        verified against its own key and ``view.merged`` puts them side by side
+        (:mod:`client.status_merge`: proofs from any relay, the relays that differ flagged);
+        the view returned is the first relay's that accepted the notice."""
         nid = self.resolve_id(notice_id)
-        status = await self.connection.get_status(nid)
-        if status.notice_id != nid:
-            raise MalformedInput("the relay answered with the status of another notice",
-                                 code="bad_value")
         sent = self.state.outbox(nid)
         got = self.state.received(nid)
         own: OwnCopy | None = None
@@ -1625,9 +1714,19 @@ class HotlineClient:
             own = OwnCopy(h.sender, h.severity, h.status, tuple(h.recipients), got.digest)
         stored = {c.confirmation: c.received_at for c in self.state.confirmations(nid)
                   if c.received_at is not None}
-        view = status_view(status, trust=self.trust, relay=await self.relay(),
-                           me=self.secrets, now=self._now(), skew_ms=self.max_clock_skew_ms,
-                           own=own, received_at=stored)
+
+        async def one(circuit: Circuit) -> NoticeStatusView:
+            status = await circuit.connection.get_status(nid)
+            if status.notice_id != nid:
+                raise MalformedInput("the relay answered with the status of another notice",
+                                     code="bad_value")
+            return status_view(status, trust=self.trust, relay=await circuit.card(),
+                               me=self.secrets, now=self._now(),
+                               skew_ms=self.max_clock_skew_ms, own=own, received_at=stored)
+
+        if self.circuits.multi:
+            return await merged_status(self.circuits, nid, one, now=self._now())
+        view = await one(self.circuits.primary)
         for m in view.mismatches:
             log.warning("status.mismatch notice_id=%s field=%s ours=%s relay=%s",
                         nid.hex(), m.field, m.ours, m.relay)

@@ -30,6 +30,8 @@ class SendResult:
     duplicate: bool = False
     #: Set when the relay's signed time is off this client's clock beyond the allowed skew.
     clock_skew: ClockSkewWarning | None = None
+    #: With several relays: each relay's answer (``attestation`` is the first acceptance).
+    relays: tuple[RelayAcceptance, ...] = ()
     #: Not delivered: kept in the outbox for a later try.
     queued: bool = False
     reason: str | None = None
@@ -45,8 +47,29 @@ class AckResult:
     acknowledged_at: int | None
     attestation: Attestation | None
     duplicate: bool = False
+    #: With several relays: each relay's answer.
+    relays: tuple[RelayAcceptance, ...] = ()
     queued: bool = False
     reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RelayAcceptance:
+    """One relay's answer to a fanned-out message: its verified attestation, or why not.
+    ``state``: "accepted", "pending" (kept, posted again) or "refused" (for good)."""
+
+    relay: str
+    state: str
+    attestation: Attestation | None = None
+    raw: bytes | None = None
+    duplicate: bool = False
+    error: str | None = None
+    #: The relay's log index of its statement (client/record.py), if it named one.
+    leaf: int | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.state == "accepted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +302,7 @@ __all__ = [
     "NoticeUnopened",
     "OutboxItem",
     "ReceivedNotice",
+    "RelayAcceptance",
     "SendResult",
     "StatusMismatch",
     "UnknownDesk",

@@ -371,6 +371,8 @@ class NoticeStatusView:
     #: Where the relay's recipients, severity, status or sender differ from this desk's
     #: own copy of the notice (its outbox, or the envelope it received).
     mismatches: tuple[StatusMismatch, ...] = ()
+    #: With several relays: every relay's view merged (a client.status_merge.MergedStatus).
+    merged: Any = None
 
     @property
     def verified(self) -> bool:

@@ -34,7 +34,7 @@ from keys.frames import (
     relay_message,
     revocation_message,
 )
-from relay import log_routes, ops_api, ops_web
+from relay import faults, log_routes, ops_api, ops_web
 from relay.app_keys import AUTH, AUTH_RATE, RELAY
 from relay.auth import Authenticator, DeskSession
 from relay.core import Relay
@@ -483,6 +483,8 @@ async def _push(
             events, more = relay.events_after(session.desk, cursor, limit)
             while events:
                 event = events.pop(0)
+                if faults.HOSTILE and faults.push_delay_s():  # tests only: a slow relay
+                    await asyncio.sleep(faults.push_delay_s())
                 await ws.send_bytes(relay_message("event", event=event))
                 cursor = event.seq
                 if credit is not None:

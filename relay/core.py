@@ -8,7 +8,7 @@ verification is made first (sizes, shapes, sender, rate limits).
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import nacl.signing
@@ -407,6 +407,9 @@ class Relay:
                             d.ack, d.ack_attestation, tuple(escalations.get(d.recipient, ())),
                             d.rejection, d.rejection_attestation)
             for d in self.store.deliveries(notice_id))
+        if "deny_delivery" in faults.HOSTILE:  # tests only: a relay that lies
+            recipients = tuple(replace(r, receipt=None, receipt_attestation=None, ack=None,
+                                       ack_attestation=None) for r in recipients)
         policy = (codec.unpack(n.policy, what="stored policy", max_bytes=1 << 20)
                   if n.policy else None)
         return NoticeStatus(notice_id, n.sender, n.severity, n.status, n.attestation, n.digest,
@@ -512,8 +515,10 @@ class Relay:
         limit = max(1, min(limit, self.config.limits.max_inbox_page))
         events, more = self.store.events_page(session.desk, after, limit,
                                               self.config.limits.max_page_bytes)
-        return InboxPage(tuple(self.tlog.annotate(events)), events[-1].seq if events else after,
-                         more)
+        next_cursor = events[-1].seq if events else after
+        if faults.HOSTILE:  # tests only: a relay that lies
+            events = [e for e in events if not faults.drops(session.desk, e.kind)]
+        return InboxPage(tuple(self.tlog.annotate(events)), next_cursor, more)
 
     def events_after(self, desk: str, after: int, limit: int = 200) -> tuple[list[Event], bool]:
         """The next events of a desk's stream (from memory when it reaches back), cut
@@ -522,6 +527,8 @@ class Relay:
         recent = self.hub.recent_page(desk, after, limit, max_bytes)
         events, more = recent if recent is not None else self.store.events_page(
             desk, after, limit, max_bytes)
+        if faults.HOSTILE:  # tests only: a relay that lies
+            events = [e for e in events if not faults.drops(desk, e.kind)]
         return self.tlog.annotate(events), more
 
     # ----------------------------------------------------------------- operators
@@ -557,6 +564,8 @@ class Relay:
 
     def revocations(self) -> list[bytes]:
         """Every revocation this relay enforces, encoded, in the order it learned them."""
+        if "withhold_revocations" in faults.HOSTILE:  # tests only: a relay that lies
+            return []
         return [r.encode() for r in self.trust.revocations]
 
 

@@ -83,13 +83,15 @@ class RelayProcess:
     _reader: threading.Thread | None = None
 
     @classmethod
-    def create(cls, base: Path, *, env: dict[str, str] | None = None) -> RelayProcess:
-        home = base / "relay"
+    def create(cls, base: Path, *, env: dict[str, str] | None = None, name: str = "relay",
+               relay_id: str = "test-relay") -> RelayProcess:
+        """A relay initialised in ``base/name`` (its own key, config and database)."""
+        home = base / name
         from client.cli.main import main
 
         with test_env():
             code = main(["relay", "init", "--home", str(home), "--root",
-                         str(base / "federation.root"), "--id", "test-relay"])
+                         str(base / "federation.root"), "--id", relay_id])
         assert code == 0, "relay init failed"
         return cls(home, dict(env or {}))
 
@@ -144,6 +146,7 @@ class RelayProcess:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused relay must run to stop
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
@@ -151,6 +154,15 @@ class RelayProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self._close_pipe()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process holds its sockets but answers nothing."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.kill()

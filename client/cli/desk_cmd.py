@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from client.cli import outbox_cmd
+from client.cli import outbox_cmd, relays_cmd
 from client.cli.common import COMMON, colour, home_of, iso, need, print_json, tag
 from client.cli.evidence_cmd import record_warning
 from client.cli.live import LinkView
@@ -95,6 +95,9 @@ def register(groups: Any) -> None:
     p.add_argument("--id", dest="notice_id", metavar="HEX",
                    help="use this notice id (32 hex digits): sending again with the same id "
                         "never duplicates the notice")
+    p.add_argument("--require", default="1", metavar="N|all",
+                   help="with several relays: acceptances needed (default 1; the others "
+                        "are posted again from the outbox); 'all' for scripts")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     outbox_cmd.add_queue_options(p)
     p.set_defaults(run=cmd_send)
@@ -362,7 +365,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         result = await client.send(
             to=args.to, severity=args.severity, notice=report, status=args.status,
             in_reply_to=args.in_reply_to, notice_id=args.notice_id,
-            queue=outbox_cmd.queue_for(args))
+            queue=outbox_cmd.queue_for(args),
+            require=args.require if args.require == "all" else _require(args.require))
         if result.queued or result.accepted_at is None:
             return result, {}
         return result, await _ack_deadlines(client, result.notice_id, args.severity,
@@ -374,16 +378,25 @@ def cmd_send(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"notice_id": result.notice_id.hex(), "accepted_at": iso8601(result.accepted_at),
                     "duplicate": result.duplicate, "to": sorted(args.to),
-                    "ack_by": {d: iso8601(t) for d, t in deadlines.items()}})
+                    "ack_by": {d: iso8601(t) for d, t in deadlines.items()},
+                    "relays": relays_cmd.relays_json(result.relays)})
     else:
         again = " (already accepted earlier)" if result.duplicate else ""
         print(f"notice {result.notice_id.hex()}{tag(args.status)}")
         print(f"accepted by the relay at {iso(result.accepted_at)}{again}")
+        if result.relays:
+            print(relays_cmd.send_text(result.relays))
         for desk, when in sorted(deadlines.items()):
             print(f"{line(desk)} must acknowledge by {iso(when)}")
     if result.clock_skew is not None:
         print(f"hotline: WARNING: {_skew_text(result.clock_skew)}", file=sys.stderr)
     return 0
+
+
+def _require(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"--require {value!r}: give a number of relays (1 or more) or 'all'")
+    return int(value)
 
 
 def cmd_reply(args: argparse.Namespace) -> int:
@@ -860,6 +873,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 "mismatches": [{"field": m.field, "ours": m.ours, "relay": m.relay}
                                for m in view.mismatches],
                 "verified": view.verified,
+                "relays": relays_cmd.merged_json(view),
             })
         _mismatch_warning(view)
         return 0 if view.verified and not record_warning(args) else 1
@@ -889,7 +903,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f"{_span(p.get('repeat_ms'))} up to level {level}, response "
                   f"{'within ' + _span(response) if response else 'not required'} "
                   "(frozen at acceptance)")
-    if _mismatch_warning(view) or record_warning(args):
+    flagged = relays_cmd.print_merged(view)
+    if _mismatch_warning(view) or record_warning(args) or flagged:
         return 1
     if not view.verified:
         print("  WARNING: not every signature in this status verified", file=sys.stderr)

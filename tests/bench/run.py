@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench import core, crypto_ops, drain, e2e, escalation, floor, peers, sockets
+from tests.bench import circuits, core, crypto_ops, drain, e2e, escalation, floor, peers, sockets
 from tests.bench.common import REPO, BenchRelay, loadavg, make_desks, say
 
 MATRIX_REFERENCE = 38.0  # messages/s measured for Synapse (reference figure)
@@ -451,8 +451,9 @@ def main(argv: list[str] | None = None) -> int:
                          "CPU: use the figures of a run without it)")
     ap.add_argument("--only", default="",
                     help="comma-separated parts to run (e2e,floor,peers,escalation,pending,"
-                         "sockets,drain,pq; floor includes the relay core without network; "
-                         "pq is classical against hybrid keys); default all")
+                         "sockets,drain,pq,circuits; floor includes the relay core without "
+                         "network; pq is classical against hybrid keys; circuits is one relay "
+                         "against two); default all")
     args = ap.parse_args(argv)
     plan = Plan.make(args.quick)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -510,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
         if want("drain"):
             step(results, "drain", lambda: drain.drain(
                 base, list(plan.drain_sizes), live_n=plan.drain_live))
+        if want("circuits"):
+            step(results, "circuits", lambda: circuits.run(
+                seconds=8.0 if plan.quick else 20.0, workdir=base))
     results["postgresql"] = {"status": "not available",
                              "reason": "the PostgreSQL backend does not exist yet"}
     results["loadavg_end"] = loadavg()
