@@ -70,8 +70,9 @@ async def test_relay_split_view_between_countries_is_refused_by_witnesses_and_ca
         await us.send(to=[US2], severity="low", notice=report())
     record.relay.stop()
     with sqlite3.connect(record.relay.home / "relay.db") as conn:
-        (forked,) = conn.execute("SELECT max(idx) FROM tlog_leaves WHERE kind = 'accepted'"
-                                 ).fetchone()
+        (forked_at,) = conn.execute("SELECT max(idx) FROM tlog_leaves WHERE kind = 'accepted'"
+                                    ).fetchone()
+    forked = int(forked_at)
     record.relay.start()
     # cn.mss keeps a checkpoint both countries' witnesses cosigned, covering that leaf.
     async with record.desk(CN2) as cn2:
