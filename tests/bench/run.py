@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench import core, drain, e2e, escalation, floor, peers, sockets
+from tests.bench import core, drain, e2e, escalation, floor, peers, record, sockets
 from tests.bench.common import REPO, BenchRelay, loadavg, make_desks, say
 
 MATRIX_REFERENCE = 38.0  # messages/s measured for Synapse (reference figure)
@@ -55,6 +55,8 @@ class Plan:
     pushes: int = 200
     drain_sizes: tuple[int, ...] = (1000, 10_000)
     drain_live: int = 1000
+    record_measure_s: float = 30.0
+    record_latency_notices: int = 300
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
@@ -64,7 +66,8 @@ class Plan:
                    floor_notices=3000, core_notices=1500, peer_measure_s=5.0,
                    escalation_notices=2000,
                    escalation_window_s=15, escalation_spread_s=15.0, pending_notices=10_000,
-                   pushes=50, drain_sizes=(1000,), drain_live=300)
+                   pushes=50, drain_sizes=(1000,), drain_live=300, record_measure_s=12.0,
+                   record_latency_notices=80)
 
 
 # --------------------------------------------------------------------------- steps
@@ -373,6 +376,18 @@ def build_table(r: dict[str, Any], plan: Plan) -> list[Row]:
                          f"HTTP {stream.get('http_fallbacks', '-')}",
                          ">= live rate, no fallback", verdict(ok if rate else False),
                          f"{rate / live:.2f}x live" if rate and live else "-"))
+    if not missing("record", "9 the verifiable log"):
+        rec = r["record"]
+        w, wo = (rec.get(a) or {} for a in ("with_log", "without_log"))
+        rows.append(("9 relay CPU per e2e notice, with the log / without",
+                     f"{_f(w.get('relay_cpu_ms_per_notice'), 2)} / "
+                     f"{_f(wo.get('relay_cpu_ms_per_notice'), 2)} ms "
+                     f"({_f(w.get('notices_per_s'))} / {_f(wo.get('notices_per_s'))} notices/s)",
+                     "", "", ""))
+        lat = (rec.get("checkpoint_latency") or {})
+        rows.append(("  statement signed -> in a checkpoint both witnesses cosigned",
+                     _pcts(lat.get("signed_to_cosigned_ms") or {}),
+                     "", "", f"{lat.get('included')}/{lat.get('notices')} included"))
     rows.append(("7 PostgreSQL backend", "not available", "", "", ""))
     return rows
 
@@ -409,8 +424,8 @@ def main(argv: list[str] | None = None) -> int:
                          "CPU: use the figures of a run without it)")
     ap.add_argument("--only", default="",
                     help="comma-separated parts to run (e2e,floor,peers,escalation,pending,"
-                         "sockets,drain; floor includes the relay core without network); default "
-                         "all")
+                         "sockets,drain,record; floor includes the relay core without "
+                         "network); default all")
     args = ap.parse_args(argv)
     plan = Plan.make(args.quick)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -466,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
         if want("drain"):
             step(results, "drain", lambda: drain.drain(
                 base, list(plan.drain_sizes), live_n=plan.drain_live))
+        if want("record"):
+            step(results, "record", lambda: record.run(
+                base / "record", workers=plan.e2e_workers, window=plan.e2e_window,
+                warmup_s=plan.e2e_warmup_s, measure_s=plan.record_measure_s,
+                latency_notices=plan.record_latency_notices))
     results["postgresql"] = {"status": "not available",
                              "reason": "the PostgreSQL backend does not exist yet"}
     results["loadavg_end"] = loadavg()
