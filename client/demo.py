@@ -57,10 +57,14 @@ def setup_federation(
     desks: tuple[str, ...] = ("us.caisi", "cn.cac"),
     relay_url: str | None = None,
     say: bool = True,
+    classical: tuple[str, ...] = (),
+    hybrid_required_from: int | None = None,
 ) -> dict[str, Path]:
     """Create authorities, a signed root and certified desks under ``base``.
 
-    Returns the home folder of every desk. Assumes the demo environment is set.
+    Desks get hybrid (X-Wing) encryption keys, those named in ``classical`` X25519 ones (a
+    federation in the middle of its move). Returns the home folder of every desk. Assumes
+    the demo environment is set.
     """
 
     def step(text: str) -> None:
@@ -87,6 +91,8 @@ def setup_federation(
         "federation",
         "create",
         *[a for c in countries for a in ("--member", str(base / f"{c}.authority"))],
+        *(["--hybrid-required-from", str(hybrid_required_from)]
+          if hybrid_required_from is not None else []),
         "-o",
         str(root),
     )
@@ -97,7 +103,8 @@ def setup_federation(
     for d in desks:
         home = base / d
         relay = ["--relay", relay_url] if relay_url else []
-        hotline("keys", "init", "--id", d, "--home", str(home), *relay)
+        kind = ["--classical"] if d in classical else []
+        hotline("keys", "init", "--id", d, "--home", str(home), *relay, *kind)
         hotline("federation", "pin", str(root), "--home", str(home))
         c = d.split(".")[0]
         cert = base / f"{d}.cert"

@@ -134,7 +134,8 @@ def verify_notice(
             f"not for its sender {env.header.sender}"
         )
     sender = trust.verify_signer(cert, judged_time(att.at, now, skew_ms))
-    notice = open_envelope(env, me=me, sender=sender)
+    notice = open_envelope(env, me=me, sender=sender,
+                           hybrid_required_from=trust.root.hybrid_required_from)
     return VerifiedNotice(notice, env, att, cert_raw)
 
 
@@ -146,7 +147,8 @@ def reopen(
     a key revoked since it arrived is refused from now on."""
     env = Envelope.decode(envelope)
     sender = trust.verify_signer(DeskCertificate.decode(signer_cert), received_at)
-    return open_envelope(env, me=me, sender=sender)
+    return open_envelope(env, me=me, sender=sender,
+                         hybrid_required_from=trust.root.hybrid_required_from)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from keys.envelope import (
 from keys.errors import (
     BadSignature,
     DecryptionFailed,
+    Downgrade,
     HotlineError,
     InsecureKeyFile,
     KeyCertInvalid,
@@ -66,6 +67,7 @@ __all__ = [
     "DeskCertificate",
     "DeskId",
     "DeskSecrets",
+    "Downgrade",
     "EkCertificate",
     "EncryptionKeyPair",
     "Envelope",

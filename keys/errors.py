@@ -11,6 +11,7 @@
     │   ├── KeyCommitmentMismatch a content key that does not match the signed commitment
     │   ├── DecryptionFailed     a stanza or ciphertext that does not open
     │   ├── StaleOrFuture        a timestamp outside the accepted window
+    │   ├── Downgrade            a classical stanza where a hybrid one is required
     │   ├── RootInvalid          a federation root that is expired, rolled back or under-signed
     │   └── KeyCertInvalid       a desk or encryption-key certificate that does not hold
     ├── KeyFileError             a key file on disk that cannot be used (local fault)
@@ -90,6 +91,13 @@ class StaleOrFuture(ProtocolError):
     code = "stale_or_future"
 
 
+class Downgrade(ProtocolError):
+    """A notice wraps a key classically where the recipient or the federation requires the
+    hybrid KEM (``downgrade_refused``, ``hybrid_required``), or a sender was asked to."""
+
+    code = "downgrade_refused"
+
+
 class RootInvalid(ProtocolError):
     code = "root_invalid"
 
@@ -121,6 +129,7 @@ class UsageError(HotlineError):
 __all__ = [
     "BadSignature",
     "DecryptionFailed",
+    "Downgrade",
     "HotlineError",
     "InsecureKeyFile",
     "KeyCertInvalid",

@@ -417,7 +417,8 @@ def decode_client_message(data: bytes,
                           max_bytes: int = DEFAULT_MAX_NOTICE_BYTES + 1024) -> dict[str, Any]:
     """A client's stream message as a map with every field: ``credit`` is 0 but for a
     ``credit`` message, ``confirmation`` and ``notice`` None for it."""
-    value = codec.unpack(data, what="stream message", max_bytes=max_bytes)
+    value = codec.unpack(data, what="stream message", max_bytes=max_bytes,
+                         max_objects=MAX_FRAME_OBJECTS)
     if type(value) is dict and value.get("type") == "credit":
         f = fields(value, {"v": version(1), "type": one_of(("credit",)), "ref": uint(2**53),
                            "credit": uint(MAX_STREAM_CREDIT, minimum=1)}, "stream message")

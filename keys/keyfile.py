@@ -27,7 +27,7 @@ import nacl.pwhash.argon2id as argon2id
 import nacl.signing
 
 from keys import codec
-from keys.codec import blob, fields, list_of, one_of, record, timestamp, uint, version
+from keys.codec import blob, fields, list_of, one_of, timestamp, uint, version
 from keys.errors import (
     DecryptionFailed,
     InsecureKeyFile,
@@ -37,7 +37,8 @@ from keys.errors import (
 )
 from keys.ids import DeskId, check_desk
 from keys.primitives import Random, aead_decrypt, aead_encrypt, system_random
-from keys.secrets import DeskSecrets, EncryptionKeyPair
+from keys.secrets import CLASSICAL, HYBRID, DeskSecrets, EncryptionKeyPair
+from keys.xwing import XWingPrivateKey
 
 KINDS = ("desk", "authority", "relay", "operator", "witness")
 MAX_KEY_FILE_BYTES = 64 * 1024
@@ -192,6 +193,8 @@ def encode_desk_secrets(secrets: DeskSecrets) -> bytes:
         {
             "desk": secrets.desk,
             "ik": bytes(secrets.identity),
+            # A hybrid key is stored as its 32-byte X-Wing seed with "kem": "x-wing"; a
+            # classical one as before (no "kem" field), so older files read unchanged.
             "eks": [
                 {
                     "sk": bytes(p.private_key),
@@ -199,10 +202,33 @@ def encode_desk_secrets(secrets: DeskSecrets) -> bytes:
                     "not_after": p.not_after,
                     "keep_until": p.keep_until,
                 }
+                | ({"kem": HYBRID} if p.kem == HYBRID else {})
                 for p in secrets.encryption_keys
             ],
         }
     )
+
+
+_EK_RECORD = {
+    "sk": blob(size=32),
+    "not_before": timestamp,
+    "not_after": timestamp,
+    "keep_until": timestamp,
+}
+
+
+def _ek_record(value: Any, path: str) -> dict[str, Any]:
+    if type(value) is dict and "kem" in value:
+        spec = _EK_RECORD | {"kem": one_of((CLASSICAL, HYBRID))}
+    else:
+        spec = _EK_RECORD
+    return fields(value, spec, path) | ({} if "kem" in spec else {"kem": CLASSICAL})
+
+
+def _ek_private(e: dict[str, Any]) -> nacl.public.PrivateKey | XWingPrivateKey:
+    if e["kem"] == HYBRID:
+        return XWingPrivateKey(e["sk"])
+    return nacl.public.PrivateKey(e["sk"])
 
 
 def decode_desk_secrets(payload: bytes) -> DeskSecrets:
@@ -211,17 +237,7 @@ def decode_desk_secrets(payload: bytes) -> DeskSecrets:
         {
             "desk": check_desk,
             "ik": blob(size=32),
-            "eks": list_of(
-                record(
-                    {
-                        "sk": blob(size=32),
-                        "not_before": timestamp,
-                        "not_after": timestamp,
-                        "keep_until": timestamp,
-                    }
-                ),
-                max_items=64,
-            ),
+            "eks": list_of(_ek_record, max_items=64),
         },
         "desk secrets",
     )
@@ -229,9 +245,7 @@ def decode_desk_secrets(payload: bytes) -> DeskSecrets:
         DeskId(f["desk"]),
         nacl.signing.SigningKey(f["ik"]),
         tuple(
-            EncryptionKeyPair(
-                nacl.public.PrivateKey(e["sk"]), e["not_before"], e["not_after"], e["keep_until"]
-            )
+            EncryptionKeyPair(_ek_private(e), e["not_before"], e["not_after"], e["keep_until"])
             for e in f["eks"]
         ),
     )

@@ -52,6 +52,7 @@ class Domain:
     RELAY_CARD = b"hotline/v1/relay-card\x00"
     AUTH = b"hotline/v1/auth\x00"
     OPERATOR_AUTH = b"hotline/v1/operator-auth\x00"
+    OPERATOR_WEB_LOGIN = b"hotline/v1/operator-web-login\x00"
 
 
 def blake2b(data: bytes, *, size: int = 32, key: bytes = b"", person: bytes = b"") -> bytes:

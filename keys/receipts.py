@@ -21,9 +21,9 @@ from typing import Any
 
 import nacl.signing
 
-from keys import codec
+from keys import codec, xwing
 from keys.codec import blob, fields, nullable, one_of, record, text, timestamp, uint, version
-from keys.errors import BadSignature, NotIntendedRecipient
+from keys.errors import BadSignature, DecryptionFailed, NotIntendedRecipient
 from keys.ids import KEY_ID_BYTES, NOTICE_ID_BYTES, DeskId, check_desk
 from keys.primitives import (
     Domain,
@@ -110,7 +110,14 @@ class Confirmation:
                 raise ValueError("sealing an ack message needs the sender's verified keys")
             ek_kid, ek = sender_keys.current_encryption_key
             plain = codec.pack([notice_id, me.desk, message])
-            sealed = {"ek_kid": ek_kid, "sealed": seal_to(ek, plain, random=random)}
+            if len(ek) == xwing.PUBLIC_KEY_BYTES:
+                # A sender with a hybrid key gets the message under X-Wing too (no downgrade).
+                kem_ct, wrapped = xwing.seal(
+                    ek, plain, _ack_context(notice_id, ek_kid, me.desk), random=random
+                )
+                sealed = {"ek_kid": ek_kid, "sealed": kem_ct + wrapped}
+            else:
+                sealed = {"ek_kid": ek_kid, "sealed": seal_to(ek, plain, random=random)}
         body = {
             "v": 1,
             "type": kind,
@@ -164,7 +171,8 @@ class Confirmation:
                 "at": timestamp,
                 "message": nullable(
                     record(
-                        {"ek_kid": _kid, "sealed": blob(max_size=4 * MAX_ACK_MESSAGE_CHARS + 200)}
+                        {"ek_kid": _kid, "sealed": blob(
+                            max_size=4 * MAX_ACK_MESSAGE_CHARS + 200 + xwing.CIPHERTEXT_BYTES)}
                     )
                 ),
             },
@@ -225,11 +233,18 @@ class Confirmation:
         """Decrypt the acknowledgement's message (call after :meth:`verify`)."""
         if self.message is None:
             return None
-        plain = open_sealed(
-            me.encryption_key(self.message["ek_kid"]),
-            self.message["sealed"],
-            what="the acknowledgement message",
-        )
+        sk = me.encryption_key(self.message["ek_kid"])
+        sealed = self.message["sealed"]
+        what = "the acknowledgement message"
+        if isinstance(sk, xwing.XWingPrivateKey):
+            if len(sealed) < xwing.CIPHERTEXT_BYTES + 16:
+                raise DecryptionFailed(f"{what} is too short for a hybrid seal")
+            plain = xwing.open_sealed(
+                sk, sealed[: xwing.CIPHERTEXT_BYTES], sealed[xwing.CIPHERTEXT_BYTES :],
+                _ack_context(self.notice_id, self.message["ek_kid"], self.recipient), what=what,
+            )
+        else:
+            plain = open_sealed(sk, sealed, what=what)
         pair = codec.array(
             codec.unpack(plain, what="ack message", max_bytes=len(plain)), 3, "ack message"
         )
@@ -237,6 +252,11 @@ class Confirmation:
             raise BadSignature("the acknowledgement message belongs to another notice or desk")
         out: str = text(MAX_ACK_MESSAGE_CHARS)(pair[2], "ack message.text")
         return out
+
+
+def _ack_context(notice_id: bytes, ek_kid: bytes, recipient: str) -> bytes:
+    """What a hybrid-sealed acknowledgement message is bound to."""
+    return b"hotline/v2/ack-message\x00" + notice_id + ek_kid + recipient.encode()
 
 
 def statement_type(data: bytes) -> str:

@@ -1,4 +1,5 @@
-"""A desk's private keys in memory: identity (Ed25519) and encryption keys (X25519)."""
+"""A desk's private keys in memory: identity (Ed25519) and encryption keys (X25519, or
+hybrid X-Wing: ML-KEM-768 + X25519)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,30 @@ import nacl.signing
 from keys.errors import DecryptionFailed
 from keys.ids import DeskId
 from keys.primitives import key_id
+from keys.xwing import XWingPrivateKey
+
+#: The encryption key kinds: classical crypto_box_seal keys and hybrid X-Wing keys.
+CLASSICAL = "x25519"
+HYBRID = "x-wing"
+EncryptionPrivateKey = nacl.public.PrivateKey | XWingPrivateKey
 
 
 @dataclass(frozen=True, slots=True)
 class EncryptionKeyPair:
-    private_key: nacl.public.PrivateKey
+    private_key: EncryptionPrivateKey
     not_before: int
     not_after: int
     #: After ``not_after`` the key still opens notices sealed to it until this time.
     keep_until: int
 
     @property
+    def kem(self) -> str:
+        return HYBRID if isinstance(self.private_key, XWingPrivateKey) else CLASSICAL
+
+    @property
     def public_key(self) -> bytes:
+        if isinstance(self.private_key, XWingPrivateKey):
+            return self.private_key.public_key
         return bytes(self.private_key.public_key)
 
     @property
@@ -39,7 +52,13 @@ class DeskSecrets:
     def ik_kid(self) -> bytes:
         return key_id(bytes(self.identity.verify_key))
 
-    def encryption_key(self, ek_kid: bytes) -> nacl.public.PrivateKey:
+    def hybrid_since(self) -> int | None:
+        """When this desk's first hybrid key became valid (None: it has none). A classical
+        stanza for a notice created from then on is a downgrade, and refused."""
+        starts = [p.not_before for p in self.encryption_keys if p.kem == HYBRID]
+        return min(starts) if starts else None
+
+    def encryption_key(self, ek_kid: bytes) -> EncryptionPrivateKey:
         for pair in self.encryption_keys:
             if pair.key_id == ek_kid:
                 return pair.private_key

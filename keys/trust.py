@@ -5,7 +5,8 @@ country's desks, and the federation root (the list of member countries and their
 authority keys) changes only with the signatures of every member of the version before it.
 
     authority key (offline, per country) ──certifies──▶ desk identity key (Ed25519)
-                                                           └──certifies──▶ encryption key (X25519)
+                                                           └──certifies──▶ encryption key (X25519,
+                                                                          or hybrid X-Wing)
     federation root = {members: [(country, authority key)], version, expiry}, signed by all
 
 Nothing here reads a clock: every check takes ``now`` (UTC milliseconds).
@@ -37,7 +38,14 @@ from keys.primitives import (
     sign,
     verify,
 )
+from keys.secrets import CLASSICAL, HYBRID
 from keys.signed import SignedBytes, make, split
+from keys.xwing import PUBLIC_KEY_BYTES as HYBRID_PUBLIC_KEY_BYTES
+from keys.xwing import check_public_key as check_hybrid_public_key
+
+#: The signature algorithms a hybrid key certificate may name (in its signed body, so that
+#: a second, post-quantum signature cannot be stripped once it is required). Today: one.
+SIGNATURE_ALGORITHMS = ("ed25519",)
 
 MAX_DOC_BYTES = 64 * 1024
 #: A federation is a handful of countries; 64 leaves room without unbounded verification work.
@@ -123,25 +131,35 @@ class FederationRoot:
     #: Up to two signatures per country: a country that rotates its authority key signs
     #: the successor root with the old key (required by the previous version) and the new.
     signatures: dict[Country, tuple[bytes, ...]] = field(default_factory=dict)
+    #: From this time on (UTC ms) every desk must use a hybrid encryption key: classical
+    #: key certificates stop counting and notices sealed classically are refused. None: no
+    #: such rule. Signed by every member like the rest of the root.
+    hybrid_required_from: int | None = None
 
     @classmethod
     def create(
-        cls, version: int, members: dict[Country, bytes], issued_at: int, expires_at: int
+        cls, version: int, members: dict[Country, bytes], issued_at: int, expires_at: int,
+        *, hybrid_required_from: int | None = None,
     ) -> FederationRoot:
         if not members:
             raise RootInvalid("a federation root needs at least one member")
         _check_window(issued_at, expires_at, "federation root")
-        body = codec.pack(
-            {
-                "v": 1,
-                "type": "root",
-                "version": version,
-                "issued_at": issued_at,
-                "expires_at": expires_at,
-                "members": [{"country": c, "key": members[c]} for c in sorted(members)],
-            }
-        )
-        return cls.decode(codec.pack([body, []]))
+        body: dict[str, object] = {
+            "v": 1,
+            "type": "root",
+            "version": version,
+            "issued_at": issued_at,
+            "expires_at": expires_at,
+            "members": [{"country": c, "key": members[c]} for c in sorted(members)],
+        }
+        if hybrid_required_from is not None:
+            # Present only when set: a root without the rule keeps its exact v1 bytes.
+            body["hybrid_required_from"] = hybrid_required_from
+        return cls.decode(codec.pack([codec.pack(body), []]))
+
+    def requires_hybrid(self, at: int) -> bool:
+        """Whether this root requires hybrid keys for something created at ``at``."""
+        return self.hybrid_required_from is not None and at >= self.hybrid_required_from
 
     @classmethod
     def decode(cls, data: bytes) -> FederationRoot:
@@ -156,6 +174,12 @@ class FederationRoot:
             outer[1], "federation root.signatures"
         )
         value = codec.unpack(body, what="federation root body", max_bytes=MAX_DOC_BYTES)
+        hybrid_from = None
+        if type(value) is dict and "hybrid_required_from" in value:
+            # The one optional field of the root body (absent: no hybrid rule).
+            value = dict(value)
+            hybrid_from = timestamp(value.pop("hybrid_required_from"),
+                                    "federation root.hybrid_required_from")
         f = fields(
             value,
             {
@@ -189,7 +213,8 @@ class FederationRoot:
                 codec.fail("bad_value", f"federation root carries more than "
                                         f"{MAX_SIGNATURES_PER_COUNTRY} signatures by {c!r}")
             signatures[Country(c)] = (*have, s)
-        return cls(f["version"], f["issued_at"], f["expires_at"], members, body, signatures)
+        return cls(f["version"], f["issued_at"], f["expires_at"], members, body, signatures,
+                   hybrid_from)
 
     def encode(self) -> bytes:
         return codec.pack([self.body, [[c, sig] for c in sorted(self.signatures)
@@ -204,7 +229,8 @@ class FederationRoot:
         have = sigs.get(country, ())
         sigs[country] = have if new in have else (*have, new)[-MAX_SIGNATURES_PER_COUNTRY:]
         return FederationRoot(
-            self.version, self.issued_at, self.expires_at, self.members, self.body, sigs
+            self.version, self.issued_at, self.expires_at, self.members, self.body, sigs,
+            self.hybrid_required_from,
         )
 
     def valid_signers(self, keys: dict[Country, bytes]) -> set[Country]:
@@ -376,7 +402,11 @@ class DeskCertificate:
 
 @dataclass(frozen=True, slots=True)
 class EkCertificate:
-    """A desk's statement, signed by its identity key, of its current X25519 encryption key."""
+    """A desk's statement, signed by its identity key, of its current encryption key.
+
+    Classical (``kem`` "x25519", body v1, ``[body, signature]``) or hybrid (``kem``
+    "x-wing", body v2 naming its signature algorithms, ``[body, [signature, ...]]``: the
+    list leaves room for a second, post-quantum signature)."""
 
     desk: DeskId
     ik_kid: bytes
@@ -384,6 +414,7 @@ class EkCertificate:
     not_before: int
     not_after: int
     signed: SignedBytes
+    kem: str = CLASSICAL
 
     @property
     def key_id(self) -> bytes:
@@ -399,8 +430,9 @@ class EkCertificate:
         not_after: int,
     ) -> EkCertificate:
         _check_window(not_before, not_after, "encryption key certificate")
-        body = {
-            "v": 1,
+        hybrid = len(encryption_key) == HYBRID_PUBLIC_KEY_BYTES
+        body: dict[str, object] = {
+            "v": 2 if hybrid else 1,
             "type": "ek-cert",
             "desk": desk,
             "ik_kid": key_id(bytes(ik.verify_key)),
@@ -408,6 +440,8 @@ class EkCertificate:
             "not_before": not_before,
             "not_after": not_after,
         }
+        if hybrid:
+            body |= {"kem": HYBRID, "sig_algs": list(SIGNATURE_ALGORITHMS)}
         return cls(
             desk,
             key_id(bytes(ik.verify_key)),
@@ -415,11 +449,16 @@ class EkCertificate:
             not_before,
             not_after,
             make(ik, Domain.EK_CERT, body),
+            HYBRID if hybrid else CLASSICAL,
         )
 
     @classmethod
     def decode(cls, data: bytes) -> EkCertificate:
-        signed, value = split(data, what="encryption key certificate", max_bytes=MAX_DOC_BYTES)
+        what = "encryption key certificate"
+        outer = codec.array(codec.unpack(data, what=what, max_bytes=MAX_DOC_BYTES), 2, what)
+        if type(outer[1]) is list:
+            return cls._decode_hybrid(data, outer)
+        signed, value = split(data, what=what, max_bytes=MAX_DOC_BYTES)
         f = fields(
             value,
             {
@@ -436,7 +475,41 @@ class EkCertificate:
         _check_window(f["not_before"], f["not_after"], "encryption key certificate")
         return cls(DeskId(f["desk"]), f["ik_kid"], f["ek"], f["not_before"], f["not_after"], signed)
 
+    @classmethod
+    def _decode_hybrid(cls, data: bytes, outer: list[object]) -> EkCertificate:
+        what = "hybrid encryption key certificate"
+        body = blob(max_size=MAX_DOC_BYTES)(outer[0], f"{what}.body")
+        sigs = list_of(blob(size=SIGNATURE_BYTES), min_items=1, max_items=2)(
+            outer[1], f"{what}.signatures"
+        )
+        f = fields(
+            codec.unpack(body, what=f"{what} body", max_bytes=MAX_DOC_BYTES),
+            {
+                "v": version(2),
+                "type": codec.const("ek-cert"),
+                "desk": check_desk,
+                "ik_kid": _kid,
+                "kem": codec.const(HYBRID),
+                "ek": blob(size=HYBRID_PUBLIC_KEY_BYTES),
+                "not_before": timestamp,
+                "not_after": timestamp,
+                "sig_algs": list_of(codec.one_of(SIGNATURE_ALGORITHMS), min_items=1,
+                                    max_items=2),
+            },
+            what,
+        )
+        if f["sig_algs"] != list(SIGNATURE_ALGORITHMS) or len(sigs) != len(f["sig_algs"]):
+            codec.fail("bad_value", f"{what} must carry exactly one signature per algorithm "
+                                    f"it names ({', '.join(SIGNATURE_ALGORITHMS)})")
+        _check_window(f["not_before"], f["not_after"], what)
+        if codec.pack([body, sigs]) != data:
+            codec.fail("malformed", f"{what} is not in canonical msgpack form")
+        return cls(DeskId(f["desk"]), f["ik_kid"], f["ek"], f["not_before"], f["not_after"],
+                   SignedBytes(body, sigs[0]), HYBRID)
+
     def encode(self) -> bytes:
+        if self.kem == HYBRID:
+            return codec.pack([self.signed.body, [self.signed.signature]])
         return self.signed.encode()
 
 
@@ -543,12 +616,23 @@ class VerifiedDesk:
     encryption_keys: dict[bytes, bytes]
 
     @property
+    def has_hybrid_key(self) -> bool:
+        return any(kem_of(pk) == HYBRID for pk in self.encryption_keys.values())
+
+    @property
     def current_encryption_key(self) -> tuple[bytes, bytes]:
-        """``(ek_kid, public key)`` to seal new notices to."""
+        """``(ek_kid, public key)`` to seal new notices to: the newest hybrid key if the desk
+        has one (a classical key next to it is never chosen: no downgrade), else the newest."""
         if not self.encryption_keys:
             raise KeyCertInvalid(f"desk {self.desk} has no valid encryption key")
-        kid = next(iter(self.encryption_keys))
+        hybrid = [k for k, pk in self.encryption_keys.items() if kem_of(pk) == HYBRID]
+        kid = hybrid[0] if hybrid else next(iter(self.encryption_keys))
         return kid, self.encryption_keys[kid]
+
+
+def kem_of(public_key: bytes) -> str:
+    """The kind of a certified encryption public key (its length was checked on decoding)."""
+    return HYBRID if len(public_key) == HYBRID_PUBLIC_KEY_BYTES else CLASSICAL
 
 
 #: Verified certificate signatures a TrustStore remembers (then it starts over).
@@ -647,7 +731,15 @@ class TrustStore:
                 ek.signed.verify(ik, Domain.EK_CERT, signer=f"desk {card.desk}")
                 if not ek.not_before <= now < ek.not_after:
                     raise KeyCertInvalid(f"it is valid from {ek.not_before} to {ek.not_after}")
-                check_x25519_public_key(ek.encryption_key, "encryption key")
+                if ek.kem == HYBRID:
+                    check_hybrid_public_key(ek.encryption_key, "hybrid encryption key")
+                elif self.root.requires_hybrid(now):
+                    raise KeyCertInvalid(
+                        f"it is a classical key, and federation root v{self.root.version} "
+                        f"requires hybrid keys from {self.root.hybrid_required_from} ms"
+                    )
+                else:
+                    check_x25519_public_key(ek.encryption_key, "encryption key")
             except Exception as exc:  # each EK certificate stands or falls alone
                 problems.append(str(exc))
                 continue

@@ -34,7 +34,7 @@ from keys.frames import (
     relay_message,
     revocation_message,
 )
-from relay import log_routes, ops_api
+from relay import log_routes, ops_api, ops_web
 from relay.app_keys import AUTH, AUTH_RATE, RELAY
 from relay.auth import Authenticator, DeskSession
 from relay.core import Relay
@@ -553,4 +553,5 @@ def make_app(relay: Relay, auth: Authenticator) -> web.Application:
     app.router.add_get("/v1/ops/watch", ops_api.watch)
     app.router.add_get("/metrics", ops_api.metrics)
     log_routes.add_routes(app)
+    ops_web.add_routes(app)
     return app

@@ -27,6 +27,7 @@ from keys.frames import (
     operator_auth_message,
 )
 from keys.primitives import Domain, blake2b, verify
+from keys.weblogin import MAX_LINK_TTL_MS, WebLogin, normalize_origin
 from relay.errors import RelayError
 
 #: A client clock this far from ours still logs in; the nonce is what prevents replay.
@@ -142,8 +143,32 @@ class Authenticator:
         except HotlineError as exc:
             raise RelayError(401, "bad_challenge", "the operator signature does not verify"
                              ) from exc
+        return self.open_operator_session(req.operator, now)
+
+    def check_web_login(self, login: WebLogin, now: int) -> None:
+        """Refuse a web login link not signed for this relay by a configured operator key,
+        or expired. Single use is the caller's part (the nonce, kept in the store)."""
+        if normalize_origin(login.origin) != normalize_origin(self.origin):
+            raise RelayError(401, "bad_login", f"the link is for {login.origin[:100]!r}; "
+                             f"this relay is {self.origin!r}")
+        key = self.operators.get(login.operator)
+        if key is None:
+            raise RelayError(403, "forbidden", f"{login.operator!r} is not an operator here")
+        try:
+            login.verify(key)
+        except HotlineError as exc:
+            raise RelayError(401, "bad_login", "the link's signature does not verify for "
+                             f"operator {login.operator}") from exc
+        if login.expires_at <= now:
+            raise RelayError(401, "login_expired", "the login link expired; mint a new one "
+                             "with 'hotline ops web'")
+        if login.expires_at - now > MAX_LINK_TTL_MS + MAX_CLOCK_SKEW_MS:
+            raise RelayError(401, "bad_login", "the link expires too far ahead (at most "
+                             f"{MAX_LINK_TTL_MS // 60_000} minutes)")
+
+    def open_operator_session(self, operator: str, now: int) -> tuple[bytes, OperatorSession]:
         token = os.urandom(TOKEN_BYTES)
-        session = OperatorSession(req.operator, now + self.session_ttl_ms)
+        session = OperatorSession(operator, now + self.session_ttl_ms)
         self._operator_sessions[_hash(token)] = session
         return token, session
 

@@ -30,6 +30,8 @@ from keys.frames import Accepted, Event, InboxPage, NoticeStatus, RecipientStatu
 from keys.ids import DeskId
 from keys.primitives import equal
 from keys.receipts import EscalationStatement, Rejection, statement_type
+from keys.secrets import HYBRID
+from keys.trust import kem_of
 from relay import faults
 from relay.auth import DeskSession
 from relay.clock import Clock
@@ -293,13 +295,22 @@ class Relay:
                              f"the notice is from {h.sender}, but this session is {session.desk}")
         self._limit(self._notice_rate, session.desk, now, 1, "notices per minute")
         self._limit_pending(session.desk, now, len(h.stanzas))
-        check_submission(env, sender=session.verified, now=now)
+        check_submission(env, sender=session.verified, now=now,
+                         hybrid_required_from=self.trust.root.hybrid_required_from)
         for stanza in h.stanzas:
-            keys = self.recipient(stanza.to, now).encryption_keys
+            recipient = self.recipient(stanza.to, now)
+            keys = recipient.encryption_keys
             if stanza.ek_kid not in keys:
                 raise RelayError(400, "bad_stanza",
                                  f"the stanza for {stanza.to} uses an encryption key that is "
                                  "not among its current certified keys")
+            # What the relay can tell of a downgrade: a classical stanza to a desk whose
+            # card carries a hybrid key, or a stanza whose kind is not its key's.
+            if stanza.kem != kem_of(keys[stanza.ek_kid]) or (
+                    stanza.kem != HYBRID and recipient.has_hybrid_key):
+                raise RelayError(400, "downgrade_refused",
+                                 f"the stanza for {stanza.to} is {stanza.kem}; that desk has a "
+                                 "hybrid encryption key and gets only hybrid stanzas")
         digest = env.digest
         attestation = self.stamper.attestation("accepted", notice_id=h.notice_id, digest=digest,
                                                desk=h.sender, at=now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from keys.frames import Challenge, OperatorChallengeRequest, OperatorSessionRequest, Session
 from relay.app_keys import AUTH, RELAY
+from relay.auth import OperatorSession
 from relay.errors import RelayError
 from relay.escalator import OPERATORS, iso, log_record
 from relay.params import whole_number
@@ -89,27 +91,42 @@ async def watch(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=relay.config.limits.heartbeat_s, compress=False,
                                max_msg_size=4096)
     await ws.prepare(request)
-    cursor = relay.store.last_escalation_id()
-    with relay.hub.subscribe(OPERATORS) as sub:
-        reader = asyncio.create_task(_drain(ws))
-        try:
-            while not ws.closed and not reader.done():
-                now = relay.clock.now_ms()
-                if session.expires_at <= now or session.operator not in request.app[AUTH].operators:
-                    await ws.close(code=4401, message=b"operator session ended")
-                    break
-                sub.wake.clear()
-                for row in relay.store.escalations_after_id(cursor, 500):
-                    await ws.send_json(log_record(row, relay.config.relay_id))
-                    cursor = row.id
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(sub.wake.wait(), timeout=min(
-                        30, max(0.05, (session.expires_at - now) / 1000)))
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+    reader = asyncio.create_task(_drain(ws))
+    try:
+        async for item in follow(request.app, session, relay.store.last_escalation_id(),
+                                 lambda: ws.closed or reader.done()):
+            if item is not None:
+                await ws.send_json(item[1])
+        if not ws.closed:
+            await ws.close(code=4401, message=b"operator session ended")
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
     return ws
+
+
+async def follow(app: web.Application, session: OperatorSession, cursor: int,
+                 gone: Callable[[], bool], idle_s: float = 30
+                 ) -> AsyncIterator[tuple[int, dict[str, Any]] | None]:
+    """The operators' feed after escalation row ``cursor``: ``(row id, record)`` as rows
+    commit, ``None`` after ``idle_s`` without one (a keep-alive). Ends when ``gone()`` says
+    the listener left, the session expires or its operator is no longer configured."""
+    relay, auth = app[RELAY], app[AUTH]
+    with relay.hub.subscribe(OPERATORS) as sub:
+        while not gone():
+            now = relay.clock.now_ms()
+            if session.expires_at <= now or session.operator not in auth.operators:
+                return
+            sub.wake.clear()
+            for row in relay.store.escalations_after_id(cursor, 500):
+                yield row.id, log_record(row, relay.config.relay_id)
+                cursor = row.id
+            try:
+                await asyncio.wait_for(sub.wake.wait(), timeout=min(
+                    idle_s, max(0.05, (session.expires_at - now) / 1000)))
+            except TimeoutError:
+                yield None
 
 
 async def _drain(ws: web.WebSocketResponse) -> None:

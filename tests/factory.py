@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import nacl.public
@@ -21,6 +22,7 @@ from keys import (
     VerifiedDesk,
 )
 from keys.ids import Country, DeskId, country_of
+from keys.xwing import XWingPrivateKey
 
 NOW = 1_790_000_000_000  # a fixed "now" in UTC milliseconds (2026-09-21)
 DAY = 86_400_000
@@ -48,32 +50,38 @@ class Federation:
 
     @classmethod
     def create(cls, countries: tuple[str, ...] = ("cn", "us"), *,
-               desks: tuple[str, ...] = ("us.caisi", "cn.cac")) -> Federation:
+               desks: tuple[str, ...] = ("us.caisi", "cn.cac"),
+               hybrid: tuple[str, ...] = (),
+               hybrid_required_from: int | None = None) -> Federation:
+        """``hybrid`` names the desks given an X-Wing key instead of an X25519 one."""
         fed = cls()
         for c in countries:
             fed.authorities[Country(c)] = nacl.signing.SigningKey.generate()
         root = FederationRoot.create(
             1, {c: bytes(k.verify_key) for c, k in fed.authorities.items()}, NOW - DAY,
-            NOW + YEAR)
+            NOW + YEAR, hybrid_required_from=hybrid_required_from)
         for c, k in fed.authorities.items():
             root = root.signed_by(c, k)
         root.check_initial(NOW)
         fed.root = root
         fed.trust = TrustStore(root)
         for d in desks:
-            fed.add_desk(d)
+            fed.add_desk(d, hybrid=d in hybrid)
         return fed
 
     def add_desk(self, name: str, *, authority: str | None = None,
-                 not_after: int = NOW + YEAR, not_before: int = NOW - DAY) -> Desk:
+                 not_after: int = NOW + YEAR, not_before: int = NOW - DAY,
+                 hybrid: bool = False) -> Desk:
         desk = DeskId(name)
         ik = nacl.signing.SigningKey.generate()
-        ek = nacl.public.PrivateKey.generate()
+        ek: nacl.public.PrivateKey | XWingPrivateKey = (
+            XWingPrivateKey(os.urandom(32)) if hybrid else nacl.public.PrivateKey.generate())
         request = CertRequest.create(desk, ik, NOW - DAY)
         country = Country(authority or country_of(desk))
         cert = DeskCertificate.issue(
             request, country_of(desk), self.authorities[country], not_before, not_after)
-        ek_cert = EkCertificate.issue(desk, ik, bytes(ek.public_key), NOW - DAY, NOW + 30 * DAY)
+        pk = ek.public_key if isinstance(ek, XWingPrivateKey) else bytes(ek.public_key)
+        ek_cert = EkCertificate.issue(desk, ik, pk, NOW - DAY, NOW + 30 * DAY)
         secrets = DeskSecrets(desk, ik, (EncryptionKeyPair(ek, NOW - DAY, NOW + 30 * DAY,
                                                            NOW + 60 * DAY),))
         d = Desk(secrets, DeskCard(cert, (ek_cert,)))

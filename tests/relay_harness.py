@@ -61,10 +61,14 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def make_federation(base: Path, desks: tuple[str, ...]) -> dict[str, Path]:
-    """Authorities, a signed root and certified desks under ``base`` (fast test keys)."""
+def make_federation(base: Path, desks: tuple[str, ...], *,
+                    classical: tuple[str, ...] = (),
+                    hybrid_required_from: int | None = None) -> dict[str, Path]:
+    """Authorities, a signed root and certified desks under ``base`` (fast test keys);
+    hybrid encryption keys except for the desks named in ``classical``."""
     with test_env():
-        return setup_federation(base, desks, say=False)
+        return setup_federation(base, desks, say=False, classical=classical,
+                                hybrid_required_from=hybrid_required_from)
 
 
 @dataclass

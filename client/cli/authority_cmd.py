@@ -82,6 +82,9 @@ def register(groups: Any) -> None:
     p.add_argument("--version", type=int, default=1,
                    help="root version; an update must be higher (default 1)")
     p.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
+    p.add_argument("--hybrid-required-from", metavar="UTC_MS", type=int, default=None,
+                   help="from this time (UTC milliseconds) on every desk must use a hybrid "
+                        "encryption key: classical keys and notices are refused")
     p.add_argument("-o", "--output", required=True, help="write the draft root to this file")
     p.set_defaults(run=cmd_fed_create)
     p = fed.add_parser("sign", parents=[COMMON], help="add this authority's signature to a root")
@@ -117,12 +120,13 @@ def register(groups: Any) -> None:
         "post", parents=[COMMON],
         help="hand revocations to a relay, which enforces them and serves them to every desk",
     )
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="+", metavar="FILE",
+                   help="revocation files, raw or armoured")
     p.add_argument("--relay", action="append", default=[], metavar="URL",
                    help="relay URL (default $HOTLINE_RELAY, else relays in config.toml)")
     p.set_defaults(run=cmd_rev_post)
     p = rev.add_parser("list", parents=[COMMON], help="the revocations this home knows")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(run=cmd_rev_list)
 
 
@@ -252,7 +256,8 @@ def cmd_fed_create(args: argparse.Namespace) -> int:
     if not 1 <= args.days <= 5 * 366:
         raise UsageError("--days must be between 1 and 1830")
     now = now_ms()
-    root = FederationRoot.create(args.version, members, now, now + args.days * DAY_MS)
+    root = FederationRoot.create(args.version, members, now, now + args.days * DAY_MS,
+                                 hybrid_required_from=args.hybrid_required_from)
     emit(armor("root", root.encode()), args.output)
     _print_root(root, now)
     print("next: every member authority runs 'hotline federation sign' on this file")

@@ -74,7 +74,7 @@ def register(groups: Any) -> None:
 
     p = sub.add_parser("link-status", parents=[COMMON],
                        help="link events so far, and counterparts whose link test is overdue")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(run=cmd_link_status)
 
 

@@ -22,20 +22,21 @@ def register(groups: Any) -> None:
     relay_parent = argparse.ArgumentParser(add_help=False)
     relay_parent.add_argument("--relay", action="append", default=[], metavar="URL",
                               help="relay URL (default $HOTLINE_RELAY, else config.toml)")
-    relay_parent.add_argument("-v", "--verbose", action="store_true")
+    relay_parent.add_argument("-v", "--verbose", action="store_true",
+                              help="log each relay exchange")
     ev = groups.add_parser("evidence", help="evidence bundles of the relay's log").add_subparsers(
         dest="cmd", metavar="ACTION", required=True)
     p = ev.add_parser("export", parents=[COMMON, relay_parent],
                       help="write one file proving what the relay attested about a notice")
     p.add_argument("id", help="the notice id (hex, or a unique prefix)")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="the bundle file to write")
     p.add_argument("--include-content", action="store_true",
                    help="also include the sealed notice (left out by default)")
     p.add_argument("--wait", type=float, default=30.0,
                    help="seconds to wait for a witnessed checkpoint covering every statement")
     p.set_defaults(run=cmd_export)
     p = ev.add_parser("verify", help="check a bundle offline; print its timeline")
-    p.add_argument("bundle")
+    p.add_argument("bundle", help="the evidence bundle file")
     p.set_defaults(run=cmd_verify)
 
 
@@ -50,7 +51,7 @@ def register_federation(fed: Any) -> None:
                    help="a witness of a member country (repeat; countries as in the root)")
     p.add_argument("--per-country", default="any",
                    help="how many of a country's witnesses must cosign (any, all or N)")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="the policy file to write")
     p.set_defaults(run=cmd_make_policy)
 
 

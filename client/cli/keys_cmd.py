@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from typing import Any
 
@@ -27,6 +28,7 @@ from keys.armor import armor
 from keys.errors import HotlineError
 from keys.primitives import key_id
 from keys.trust import DAY_MS, DEFAULT_EK_GRACE_MS, DEFAULT_EK_LIFETIME_MS
+from keys.xwing import XWingPrivateKey
 
 
 def register(groups: Any) -> None:
@@ -40,6 +42,9 @@ def register(groups: Any) -> None:
     p.add_argument("--id", required=True, help="desk id, e.g. us.caisi")
     p.add_argument("--relay", action="append", default=[], help="relay URL (repeatable)")
     p.add_argument("--force", action="store_true", help="replace existing keys")
+    p.add_argument("--classical", action="store_true",
+                   help="an X25519-only encryption key (default: hybrid X-Wing, ML-KEM-768 + "
+                        "X25519); only for a federation whose desks cannot all read hybrid yet")
     p.set_defaults(run=cmd_init)
 
     p = keys.add_parser(
@@ -66,6 +71,11 @@ def register(groups: Any) -> None:
     p.add_argument("--grace-days", type=int, default=DEFAULT_EK_GRACE_MS // DAY_MS,
                    help="days the old key still opens notices after it expires "
                         "(default %(default)s)")
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument("--hybrid", action="store_true",
+                      help="make the new key hybrid (X-Wing: ML-KEM-768 + X25519)")
+    kind.add_argument("--classical", action="store_true",
+                      help="make the new key X25519 only (refused once this desk is hybrid)")
     p.set_defaults(run=cmd_rotate)
 
     p = keys.add_parser(
@@ -75,6 +85,16 @@ def register(groups: Any) -> None:
     p.add_argument("--relay", action="append", default=[], metavar="URL",
                    help="relay URL (repeatable; default $HOTLINE_RELAY, else config.toml)")
     p.set_defaults(run=cmd_publish)
+
+    p = keys.add_parser(
+        "pin-relay", parents=[COMMON],
+        help="pin the relay's (new) key, after checking its fingerprint read out of band",
+    )
+    p.add_argument("--fingerprint", required=True,
+                   help="the relay fingerprint the operator gave you (six groups of digits)")
+    p.add_argument("--relay", action="append", default=[], metavar="URL",
+                   help="relay URL (default $HOTLINE_RELAY, else config.toml)")
+    p.set_defaults(run=cmd_pin_relay)
 
     contacts = groups.add_parser("contacts", help="other desks' verified cards").add_subparsers(
         dest="cmd", metavar="ACTION", required=True
@@ -90,14 +110,21 @@ def register(groups: Any) -> None:
 
 
 def _new_ek(
-    ik: nacl.signing.SigningKey, desk: str, now: int, days: int, grace_days: int
+    ik: nacl.signing.SigningKey, desk: str, now: int, days: int, grace_days: int,
+    *, hybrid: bool = True,
 ) -> tuple[EncryptionKeyPair, EkCertificate]:
     if not 1 <= days <= 366 or not 0 <= grace_days <= 366:
         raise UsageError("--days must be 1..366 and --grace-days 0..366")
-    sk = nacl.public.PrivateKey.generate()
+    sk: nacl.public.PrivateKey | XWingPrivateKey
+    if hybrid:
+        sk = XWingPrivateKey.generate(os.urandom)
+        public = sk.public_key
+    else:
+        sk = nacl.public.PrivateKey.generate()
+        public = bytes(sk.public_key)
     not_after = now + days * DAY_MS
     pair = EncryptionKeyPair(sk, now, not_after, not_after + grace_days * DAY_MS)
-    cert = EkCertificate.issue(desk_id(desk), ik, bytes(sk.public_key), now, not_after)
+    cert = EkCertificate.issue(desk_id(desk), ik, public, now, not_after)
     return pair, cert
 
 
@@ -113,7 +140,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     now = now_ms()
     ik = nacl.signing.SigningKey.generate()
     pair, ek_cert = _new_ek(
-        ik, desk, now, DEFAULT_EK_LIFETIME_MS // DAY_MS, DEFAULT_EK_GRACE_MS // DAY_MS
+        ik, desk, now, DEFAULT_EK_LIFETIME_MS // DAY_MS, DEFAULT_EK_GRACE_MS // DAY_MS,
+        hybrid=not args.classical,
     )
     home.write_desk_secrets(DeskSecrets(desk, ik, (pair,)), passphrase)
     home.write_ek_certs([ek_cert])
@@ -174,7 +202,8 @@ def _describe(args: argparse.Namespace) -> dict[str, Any]:
             certified_until=None,
         )
     info["encryption_keys"] = [
-        {"key_id": c.key_id.hex(), "valid_from": iso(c.not_before), "valid_until": iso(c.not_after)}
+        {"key_id": c.key_id.hex(), "kem": c.kem, "valid_from": iso(c.not_before),
+         "valid_until": iso(c.not_after)}
         for c in home.ek_certs()
     ]
     info["relays"] = home.config().get("relays", [])
@@ -207,7 +236,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print("certified:            not yet (install the certificate from your authority)")
     for ek in info["encryption_keys"]:
         print(
-            f"encryption key:       {ek['key_id'][:16]}  valid {ek['valid_from']} to "
+            f"encryption key:       {ek['key_id'][:16]}  {ek['kem']}  valid {ek['valid_from']} to "
             f"{ek['valid_until']}"
         )
     if "federation_root" in info:
@@ -230,14 +259,24 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     passphrase = read_passphrase(args.passphrase_file, what="desk key")
     secrets = home.desk_secrets(passphrase)
     now = now_ms()
-    pair, cert = _new_ek(secrets.identity, secrets.desk, now, args.days, args.grace_days)
+    was_hybrid = secrets.hybrid_since() is not None
+    if args.classical and was_hybrid:
+        raise UsageError(
+            f"{secrets.desk} already has a hybrid key: rotating back to a classical key would "
+            "be a downgrade (its peers refuse classical stanzas to it)"
+        )
+    # Without a flag a desk keeps its kind; --hybrid moves it (the migration step).
+    hybrid = args.hybrid or was_hybrid
+    pair, cert = _new_ek(secrets.identity, secrets.desk, now, args.days, args.grace_days,
+                         hybrid=hybrid)
     kept = tuple(p for p in secrets.encryption_keys if p.keep_until > now)
     # Only the new key is published from now on; the older private keys still open
     # notices already in flight until their keep_until.
     home.write_desk_secrets(DeskSecrets(secrets.desk, secrets.identity, (pair, *kept)), passphrase)
     home.write_ek_certs([cert])
     print(
-        f"new encryption key {cert.key_id.hex()[:16]} valid until {iso(cert.not_after)}; "
+        f"new {'hybrid (X-Wing)' if hybrid else 'classical (X25519)'} encryption key "
+        f"{cert.key_id.hex()[:16]} valid until {iso(cert.not_after)}; "
         f"{len(kept)} older key(s) kept to open notices in flight"
     )
     print("publish the new card: 'hotline keys export'")
@@ -274,4 +313,54 @@ def cmd_contacts_list(args: argparse.Namespace) -> int:
             print_json({"desk": desk, "fingerprint": fpr, "state": state})
         else:
             print(f"{line(desk):20} {fpr}  {line(state)}")
+    return 0
+
+
+def cmd_pin_relay(args: argparse.Namespace) -> int:
+    """Fetch every configured relay's card; pin it only if its fingerprint is the one given
+    (the previous pin is kept as relay.card.previous)."""
+    import asyncio
+
+    import aiohttp
+
+    from client.client import HomePin, relay_urls
+    from keys import RelayCard
+
+    home = home_of(args)
+    want = re.sub(r"\D", "", args.fingerprint)
+    if len(want) != 30:
+        raise UsageError("--fingerprint is six groups of five digits")
+    urls = relay_urls(home, args.relay)
+    if not urls:
+        raise UsageError("no relay URL: use --relay URL or set HOTLINE_RELAY")
+
+    async def fetch(url: str) -> bytes:
+        timeout = aiohttp.ClientTimeout(total=30)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as http, \
+                    http.get(url.rstrip("/") + "/v1/relay") as r:
+                if r.status != 200:
+                    raise UsageError(f"the relay at {url} answered HTTP {r.status}")
+                return await r.read()
+        except aiohttp.ClientError as exc:
+            raise UsageError(f"cannot reach the relay at {url}: {exc}") from exc
+
+    cards = [(url, RelayCard.decode(asyncio.run(fetch(url)))) for url in urls]
+    for url, card in cards:
+        got = fingerprint("relay", card.relay_id, card.key)
+        if re.sub(r"\D", "", got) != want:
+            raise UsageError(f"the relay at {url} presents {got} ({line(card.relay_id)}), not "
+                             f"the fingerprint given; nothing pinned")
+    card = cards[0][1]
+    if any(c.key != card.key or c.relay_id != card.relay_id for _, c in cards):
+        raise UsageError("the configured relays present different keys; nothing pinned")
+    pin = HomePin(home)
+    previous = pin.load()
+    if previous is not None:
+        home.write("relay.card.previous", previous.encode())
+    pin.save(card)
+    print(f"pinned relay {line(card.relay_id)}, fingerprint "
+          f"{fingerprint('relay', card.relay_id, card.key)}"
+          + ("" if previous is None or previous.key != card.key
+             else " (unchanged)"))
     return 0

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import sys
 from typing import Any
 
 import aiohttp
@@ -19,10 +20,12 @@ from client.cli.safe_text import line as safe_line
 from client.connection import RetryPolicy
 from client.home import now_ms, read_passphrase
 from client.ops import OpsClient, OpsError
+from keys import weblogin
 from keys.errors import MalformedInput, UsageError
 from keys.fingerprint import fingerprint
 from keys.ids import SEVERITIES, desk_id
 from keys.keyfile import decode_signing_key, encode_signing_key, read_key_file, write_key_file
+from keys.weblogin import DEFAULT_LINK_TTL_MS, MAX_LINK_TTL_MS
 
 _NAME_RE = re.compile(r"[a-z0-9._-]{1,40}")
 
@@ -51,6 +54,13 @@ def register(groups: Any) -> None:
             p.add_argument("--count", type=int, help="stop after this many events")
             p.add_argument("--timeout", type=float, help="stop after this many seconds")
         p.set_defaults(run=run)
+    p = ops.add_parser("web", parents=[COMMON],
+                       help="mint a single-use login link for the relay's web view (/ops/)")
+    p.add_argument("--relay", help="relay URL (default: $HOTLINE_RELAY or the home config); "
+                   "the link is bound to it, as the relay's relay.origin")
+    p.add_argument("--ttl", type=int, default=DEFAULT_LINK_TTL_MS // 1000,
+                   help="seconds the link stays valid (default 300, at most 900)")
+    p.set_defaults(run=cmd_web)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -86,7 +96,8 @@ def _limits() -> Any:
     return kdf_limits()
 
 
-def _client(args: argparse.Namespace) -> OpsClient:
+def _operator(args: argparse.Namespace) -> tuple[str, nacl.signing.SigningKey, str]:
+    """The operator's name, key and the relay URL to use."""
     home = home_of(args)
     need(home, "operator.key", "operator key", "run 'hotline ops init --name NAME' or pass "
          "the operator's --home")
@@ -99,7 +110,28 @@ def _client(args: argparse.Namespace) -> OpsClient:
     passphrase = read_passphrase(getattr(args, "passphrase_file", None), what="operator key")
     name, sk = decode_signing_key(read_key_file(home.file("operator.key"), passphrase,
                                                 kind="operator"))
-    return OpsClient(str(url), name, sk)
+    return name, sk, str(url)
+
+
+def _client(args: argparse.Namespace) -> OpsClient:
+    name, sk, url = _operator(args)
+    return OpsClient(url, name, sk)
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """Print a login link for the web view: signed, for this relay only, usable once."""
+    if not 10 <= args.ttl <= MAX_LINK_TTL_MS // 1000:
+        raise UsageError(f"--ttl must be 10 to {MAX_LINK_TTL_MS // 1000} seconds")
+    name, sk, url = _operator(args)
+    if not re.fullmatch(r"https?://[^\s/?#]+", url.rstrip("/")):
+        raise UsageError(f"--relay must be the relay's origin, http(s)://host[:port], not {url!r}")
+    expires = now_ms() + args.ttl * 1000
+    token = weblogin.mint(sk, operator=name, origin=url, expires_at=expires,
+                          nonce=os.urandom(weblogin.LOGIN_NONCE_BYTES))
+    print(weblogin.link(url, token))
+    print(f"single use, valid {args.ttl} s; open it in a browser (it logs {name} in)",
+          file=sys.stderr)
+    return 0
 
 
 def _keep(record: dict[str, Any], args: argparse.Namespace) -> bool:

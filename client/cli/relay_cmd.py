@@ -46,6 +46,15 @@ def register(groups: Any) -> None:
                          help="deliveries by state, severity and desk (read-only)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(run=cmd_stats)
+    p = relay.add_parser("pin-root", parents=[COMMON],
+                         help="accept a federation root update (served after a restart)")
+    p.add_argument("root", help="the new root, signed by every old and new member")
+    p.set_defaults(run=cmd_pin_root)
+    p = relay.add_parser("replace-key", parents=[COMMON],
+                         help="a new relay signing key (relay stopped); desks re-pin it")
+    p.set_defaults(run=cmd_replace_key)
+    p = relay.add_parser("show", parents=[COMMON], help="relay id, fingerprint and root")
+    p.set_defaults(run=cmd_show)
 
 
 def _home(args: argparse.Namespace) -> Path:
@@ -158,4 +167,41 @@ def cmd_stats(args: argparse.Namespace) -> int:
     print(f"{'recipient':<30} " + " ".join(f"{s:>12}" for s in admin.STATES))
     for desk, counts in stats["deliveries_by_recipient"].items():
         print(f"{desk:<30} " + " ".join(f"{counts[s]:>12}" for s in admin.STATES))
+    return 0
+
+
+def cmd_pin_root(args: argparse.Namespace) -> int:
+    from relay import home_admin
+
+    home = _home(args)
+    old, new = home_admin.update_root(home, read_document(args.root, "root"), now_ms())
+    print(f"{home}: federation root v{new.version} pinned (v{old.version} kept as "
+          f"root.v{old.version}); members: {', '.join(sorted(new.members))}")
+    print("restart the relay to serve it (systemctl restart hotline-relay)")
+    return 0
+
+
+def cmd_replace_key(args: argparse.Namespace) -> int:
+    from relay import home_admin
+
+    home = _home(args)
+    passphrase = read_passphrase(_passphrase_file(args), what="relay key")
+    old, new = home_admin.replace_key(home, passphrase, now_ms(), limits=kdf_limits())
+    print(f"relay {new.relay_id}: new key; old fingerprint "
+          f"{fingerprint('relay', old.relay_id, old.key)}")
+    print(f"new relay fingerprint: {fingerprint('relay', new.relay_id, new.key)}")
+    print("tell every desk this fingerprint out of band; each runs "
+          "'hotline keys pin-relay --fingerprint \"...\"' once the relay is back")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from keys import FederationRoot, RelayCard
+
+    home = _home(args)
+    card = RelayCard.decode((home / "relay.card").read_bytes())
+    root = FederationRoot.decode((home / "root").read_bytes())
+    print(f"relay {card.relay_id}")
+    print(f"relay fingerprint: {fingerprint('relay', card.relay_id, card.key)}")
+    print(f"federation root v{root.version}: {', '.join(sorted(root.members))}")
     return 0

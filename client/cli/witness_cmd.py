@@ -22,7 +22,7 @@ def register(groups: Any) -> None:
     p.add_argument("--log", action="append", default=[], metavar="VKEY",
                    help="a log verifier key to witness (its name is the log origin); "
                    "repeatable, or edit witness.toml later")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--force", action="store_true", help="replace an existing witness key")
     p.set_defaults(run=cmd_init)
     p = witness.add_parser("serve", parents=[COMMON], help="run the witness")
     p.add_argument("--listen", help="HOST:PORT (default from witness.toml: 127.0.0.1:8760)")

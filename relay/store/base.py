@@ -385,6 +385,12 @@ class Store(Protocol):
 
     def revocations(self) -> list[bytes]: ...
 
+    async def use_login_nonce(self, nonce: bytes, expires_at: int, now: int) -> bool:
+        """Durably mark an operator web login nonce used; False if it was used already.
+
+        Kept until ``expires_at`` (rows past ``now`` may be deleted meanwhile), so a login
+        link works once, across restarts and across relay nodes sharing the database."""
+
     def outbox_due(self, now: int, limit: int) -> list[OutboxItem]: ...
 
     def outbox_next(self) -> int | None: ...

@@ -565,6 +565,15 @@ class SqliteStore:
 
         await self._run(op)
 
+    async def use_login_nonce(self, nonce: bytes, expires_at: int, now: int) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM login_nonces WHERE expires_at < ?", (now,))
+            cur = conn.execute("INSERT INTO login_nonces (nonce, expires_at) VALUES (?, ?)"
+                               " ON CONFLICT DO NOTHING", (nonce, expires_at))
+            return cur.rowcount == 1
+
+        return await self._run(op)
+
     def revocations(self) -> list[bytes]:
         return [bytes(r[0]) for r in self._reader().execute(
             "SELECT body FROM revocations ORDER BY added_at")]

@@ -128,11 +128,13 @@ def bench_env() -> dict[str, str]:
     return dict(TEST_ENV)
 
 
-def make_desks(base: Path, desks: tuple[str, ...]) -> dict[str, Path]:
-    """Authorities, a root and certified desks (fast test KDF) under ``base``."""
+def make_desks(base: Path, desks: tuple[str, ...], *,
+               classical: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Authorities, a root and certified desks (fast test KDF) under ``base``; hybrid
+    encryption keys (the default for new desks) except for those in ``classical``."""
     from tests.relay_harness import make_federation
 
-    return make_federation(base, desks)
+    return make_federation(base, desks, classical=classical)
 
 
 # --------------------------------------------------------------------------- relay

@@ -26,7 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench import core, drain, e2e, escalation, floor, peers, record, sockets
+from tests.bench import (
+    core,
+    crypto_ops,
+    drain,
+    e2e,
+    escalation,
+    floor,
+    peers,
+    record,
+    sockets,
+)
 from tests.bench.common import REPO, BenchRelay, loadavg, make_desks, say
 
 MATRIX_REFERENCE = 38.0  # messages/s measured for Synapse (reference figure)
@@ -55,6 +65,8 @@ class Plan:
     pushes: int = 200
     drain_sizes: tuple[int, ...] = (1000, 10_000)
     drain_live: int = 1000
+    pq_ops: int = 200
+    pq_measure_s: float = 20.0
     record_measure_s: float = 30.0
     record_latency_notices: int = 300
 
@@ -66,8 +78,8 @@ class Plan:
                    floor_notices=3000, core_notices=1500, peer_measure_s=5.0,
                    escalation_notices=2000,
                    escalation_window_s=15, escalation_spread_s=15.0, pending_notices=10_000,
-                   pushes=50, drain_sizes=(1000,), drain_live=300, record_measure_s=12.0,
-                   record_latency_notices=80)
+                   pushes=50, drain_sizes=(1000,), drain_live=300, pq_ops=50,
+                   pq_measure_s=8.0, record_measure_s=12.0, record_latency_notices=80)
 
 
 # --------------------------------------------------------------------------- steps
@@ -137,12 +149,34 @@ def run_e2e(base: Path, plan: Plan, results: dict[str, Any], profile: Path | Non
         relay.stop()
 
 
+def run_pq(base: Path, plan: Plan, results: dict[str, Any]) -> None:
+    """Classical against hybrid (X-Wing) keys in one run: per-recipient seal and open cost,
+    envelope sizes, and end-to-end throughput with every desk of one kind, then the other."""
+    step(results, "pq_ops", lambda: crypto_ops.run(plan.pq_ops))
+    names = e2e.desk_names(plan.e2e_workers)
+    for kind in ("classical", "hybrid"):
+        where = base / f"pq-{kind}"
+
+        def one(where: Path = where, kind: str = kind) -> dict[str, Any]:
+            homes = make_desks(where, names, classical=names if kind == "classical" else ())
+            relay = BenchRelay(where).init().start()
+            try:
+                return e2e.throughput(relay, homes, workers=plan.e2e_workers,
+                                      window=plan.e2e_window, warmup_s=3.0,
+                                      measure_s=plan.pq_measure_s)
+            finally:
+                relay.stop()
+
+        step(results, f"pq_e2e_{kind}", one)
+
+
 def versions() -> dict[str, Any]:
     out: dict[str, Any] = {"python": sys.version.split()[0], "platform": platform.platform(),
                            "cpus": os.cpu_count()}
     from importlib.metadata import PackageNotFoundError, version
 
-    for pkg in ("aiohttp", "PyNaCl", "msgpack", "structlog", "paho-mqtt", "nats-py", "redis"):
+    for pkg in ("aiohttp", "PyNaCl", "cryptography", "msgpack", "structlog", "paho-mqtt",
+                "nats-py", "redis"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -376,10 +410,10 @@ def build_table(r: dict[str, Any], plan: Plan) -> list[Row]:
                          f"HTTP {stream.get('http_fallbacks', '-')}",
                          ">= live rate, no fallback", verdict(ok if rate else False),
                          f"{rate / live:.2f}x live" if rate and live else "-"))
-    if not missing("record", "9 the verifiable log"):
+    if not missing("record", "10 the verifiable log"):
         rec = r["record"]
         w, wo = (rec.get(a) or {} for a in ("with_log", "without_log"))
-        rows.append(("9 relay CPU per e2e notice, with the log / without",
+        rows.append(("10 relay CPU per e2e notice, with the log / without",
                      f"{_f(w.get('relay_cpu_ms_per_notice'), 2)} / "
                      f"{_f(wo.get('relay_cpu_ms_per_notice'), 2)} ms "
                      f"({_f(w.get('notices_per_s'))} / {_f(wo.get('notices_per_s'))} notices/s)",
@@ -389,6 +423,23 @@ def build_table(r: dict[str, Any], plan: Plan) -> list[Row]:
                      _pcts(lat.get("signed_to_cosigned_ms") or {}),
                      "", "", f"{lat.get('included')}/{lat.get('notices')} included"))
     rows.append(("7 PostgreSQL backend", "not available", "", "", ""))
+    if not missing("pq_ops", "9 classical vs hybrid keys"):
+        c, hy = r["pq_ops"]["classical"], r["pq_ops"]["hybrid"]
+        for key, label in (("seal_1_recipient_us", "seal, 1 recipient"),
+                           ("seal_per_added_recipient_us", "seal, each added recipient"),
+                           ("open_us", "open (one recipient)"),
+                           ("relay_check_us", "relay check")):
+            rows.append((f"8 {label}", f"{_f(c[key] / 1000, 3)} vs {_f(hy[key] / 1000, 3)} ms",
+                         "classical vs hybrid", "", f"{hy[key] / c[key]:.2f}x"))
+        for n in (1, 10, 32):
+            key = f"envelope_bytes_{n}_recipient{'s' if n > 1 else ''}"
+            rows.append((f"  envelope bytes, {n} recipient(s)", f"{_f(c[key])} vs {_f(hy[key])}",
+                         "classical vs hybrid", "", f"{hy[key] / c[key]:.2f}x"))
+        ce = (r.get("pq_e2e_classical") or {}).get("notices_per_s")
+        he = (r.get("pq_e2e_hybrid") or {}).get("notices_per_s")
+        rows.append(("  e2e throughput, all desks one kind", f"{_f(ce)} vs {_f(he)} notices/s",
+                     "classical vs hybrid", "",
+                     f"{he / ce:.2f}x" if ce and he else "-"))
     return rows
 
 
@@ -424,8 +475,8 @@ def main(argv: list[str] | None = None) -> int:
                          "CPU: use the figures of a run without it)")
     ap.add_argument("--only", default="",
                     help="comma-separated parts to run (e2e,floor,peers,escalation,pending,"
-                         "sockets,drain,record; floor includes the relay core without "
-                         "network); default all")
+                         "sockets,drain,pq,record; floor includes the relay core without "
+                         "network; pq is classical against hybrid keys); default all")
     args = ap.parse_args(argv)
     plan = Plan.make(args.quick)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -472,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
                     base / "bulk", bulk, total=plan.pending_notices,
                     senders=plan.bulk_senders, recipients=plan.bulk_recipients,
                     concurrency=16, max_seconds=400))
+        if want("pq"):
+            run_pq(base, plan, results)
         if want("sockets"):
             shomes = make_desks(base / "sockets", sockets.desk_names(plan.socket_desks))
             step(results, "sockets", lambda: sockets.run(

@@ -1,7 +1,8 @@
 """Helpers shared by the keys tests: build envelopes from parts, as an attacker would.
 
 Everything here uses PyNaCl and msgpack directly (the same primitives the protocol names),
-so an attack built here does not depend on the code under test doing the right thing.
+so an attack built here does not depend on the code under test doing the right thing
+(hybrid stanzas use keys.xwing's KEM: ML-KEM is not in libsodium).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import nacl.hash
 import nacl.public
 import nacl.signing
 
-from keys import Envelope
+from keys import Envelope, xwing
+from keys.envelope import stanza_context
 from keys.primitives import Domain
 from keys.secrets import DeskSecrets
 from keys.trust import VerifiedDesk
@@ -53,9 +55,15 @@ def flip(data: bytes, index: int, bit: int = 0) -> bytes:
     return bytes(out)
 
 
-def wrap_for(desk: VerifiedDesk, content_key: bytes) -> dict[str, Any]:
-    """A stanza wrapping ``content_key`` to ``desk``'s current encryption key."""
+def wrap_for(desk: VerifiedDesk, content_key: bytes, notice_id: bytes = b"") -> dict[str, Any]:
+    """A stanza wrapping ``content_key`` to ``desk``'s current encryption key (a hybrid
+    stanza, bound to ``notice_id``, if that key is hybrid)."""
     kid, ek = desk.current_encryption_key
+    if len(ek) == xwing.PUBLIC_KEY_BYTES:
+        ct, wrapped = xwing.seal(ek, content_key, stanza_context(notice_id, kid, desk.desk),
+                                 random=os.urandom)
+        return {"to": desk.desk, "ek_kid": kid, "kem": "x-wing", "kem_ct": ct,
+                "wrapped": wrapped}
     wrapped = bytes(nacl.public.SealedBox(nacl.public.PublicKey(ek)).encrypt(content_key))
     return {"to": desk.desk, "ek_kid": kid, "wrapped": wrapped}
 
@@ -64,7 +72,12 @@ def unseal(env: Envelope, me: DeskSecrets) -> tuple[bytes, bytes]:
     """Decrypt ``env`` as recipient ``me`` without any checks: (content key, plaintext P)."""
     stanza = next(s for s in env.header.stanzas if s.to == me.desk)
     sk = me.encryption_key(stanza.ek_kid)
-    content_key = nacl.public.SealedBox(sk).decrypt(stanza.wrapped)
+    if isinstance(sk, xwing.XWingPrivateKey):
+        content_key = xwing.open_sealed(
+            sk, stanza.kem_ct, stanza.wrapped,
+            stanza_context(env.notice_id, stanza.ek_kid, me.desk), what="stanza")
+    else:
+        content_key = nacl.public.SealedBox(sk).decrypt(stanza.wrapped)
     plaintext = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
         env.ciphertext, env.header.raw, env.header.nonce, content_key)
     return content_key, plaintext
@@ -108,8 +121,11 @@ def divergent(env: Envelope, sender: DeskSecrets, reader: DeskSecrets,
     but ``victim``, which gets another key: properly signed, only ``victim`` can tell (it
     gets key_commitment_mismatch). ``reader`` is any recipient, to recover the content."""
     content_key, plaintext = unseal(env, reader)
-    stanzas = [wrap_for(r, content_key if r.desk != victim else os.urandom(32))
+    stanzas = [wrap_for(r, content_key if r.desk != victim else os.urandom(32), env.notice_id)
                for r in recipients]
+    if any("kem" in st for st in stanzas):
+        # A version-2 header names every stanza's kind.
+        stanzas = [st if "kem" in st else st | {"kem": "x25519"} for st in stanzas]
     header = fresh_header(header_of(env), sender=sender, content_key=content_key,
                           stanzas=stanzas)
     return assemble(header, plaintext, content_key, sender.identity)

@@ -26,6 +26,7 @@ from keys import (
     UnsupportedVersion,
     seal,
 )
+from keys.envelope import MAX_HEADER_BYTES
 from keys.receipts import MAX_STATEMENT_BYTES
 from keys.report import DEFAULT_MAX_NOTICE_BYTES
 from keys.trust import MAX_DOC_BYTES
@@ -168,7 +169,8 @@ def body_cases(d: Doc) -> dict[str, Case]:
         "missing_field": (d.wrap(pack({k: v for k, v in items if k != d.str_field})),
                           *mal("missing_field")),
         "version_0": (d.with_body(v=0), UnsupportedVersion, frozenset({"unsupported_version"})),
-        "version_2": (d.with_body(v=2), UnsupportedVersion, frozenset({"unsupported_version"})),
+        # 3: one past the newest version any document has (the envelope speaks 1 and 2).
+        "version_3": (d.with_body(v=3), UnsupportedVersion, frozenset({"unsupported_version"})),
         "version_as_str": (d.with_body(v="1"), *mal("bad_type")),
     }
     if d.bin_field is not None:
@@ -276,14 +278,15 @@ HEADER_CASES: dict[str, Case] = {
     "from_too_long": (header(**{"from": "us." + "a" * 60}), *mal("bad_value", "too_large")),
     "in_reply_to_zeros": (header(in_reply_to=bytes(16)), *mal("bad_value")),
     "in_reply_to_15": (header(in_reply_to=b"\x01" * 15), *mal("bad_value")),
-    "header_over_8k": (ENV.wrap(pack(ENV.body | {"zzz": b"\x00" * 9000})), *mal("too_large")),
+    "header_over_limit": (ENV.wrap(pack(ENV.body | {"zzz": b"\x00" * (MAX_HEADER_BYTES + 1000)})),
+                          *mal("too_large")),
     "signature_63": (pack([pack(ENV.body), b"c", b"\x01" * 63]), *mal("bad_value")),
     "signature_65": (pack([pack(ENV.body), b"c", b"\x01" * 65]), *mal("bad_value")),
     "signature_missing": (pack([pack(ENV.body), b"c"]), *mal("bad_value")),
     "envelope_4_elements": (pack([pack(ENV.body), b"c", b"\x01" * 64, b""]), *mal("bad_value")),
     "header_as_map_not_bin": (pack([ENV.body, b"c", b"\x01" * 64]), *mal("bad_type")),
     "ciphertext_as_str": (pack([pack(ENV.body), "c", b"\x01" * 64]), *mal("bad_type")),
-    "v2_header_with_new_field": (header(v=2, ack_deadline=NOW), UnsupportedVersion,
+    "v3_header_with_new_field": (header(v=3, ack_deadline=NOW), UnsupportedVersion,
                                  frozenset({"unsupported_version"})),
 }
 

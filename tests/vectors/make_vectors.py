@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,9 @@ import nacl.public
 import nacl.pwhash.argon2id as argon2id
 import nacl.signing
 
-from keys import codec, keyfile
+from keys import codec, keyfile, weblogin, xwing
 from keys.armor import armor
-from keys.envelope import Envelope, seal
+from keys.envelope import Envelope, seal, stanza_context
 from keys.fingerprint import fingerprint
 from keys.frames import (
     Challenge,
@@ -120,6 +121,7 @@ TIMES: dict[str, int] = {
     "webhook_timestamp_s": (NOW + 25 * MINUTE + 2_000) // 1000,
     "rejection_at": NOW + 10 * MINUTE + 3_000,
     "rejected_at": NOW + 10 * MINUTE + 3_100,
+    "hybrid_required_from": NOW + 30 * 24 * HOUR,
 }
 
 DOMAIN_NAMES = (
@@ -139,6 +141,7 @@ DOMAIN_NAMES = (
     "RELAY_CARD",
     "AUTH",
     "OPERATOR_AUTH",
+    "OPERATOR_WEB_LOGIN",
 )
 DESKS = ("us.caisi", "cn.cac", "cn.mss")
 REVOKED_DESK = "us.old"
@@ -152,6 +155,9 @@ WEBHOOK_SECRET = b"webhook-shared-secret-for-vectors"
 NOTICE1_ID = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f0")
 NOTICE2_ID = bytes.fromhex("102030405060708090a0b0c0d0e0f001")
 NOTICE3_ID = bytes.fromhex("a1b2c3d4e5f60718293a4b5c6d7e8f90")
+HYBRID_NOTICE_ID = bytes.fromhex("5eed0f7e1d2c3b4a59687786950a1b2c")
+HYBRID_DESK = "cn.pq"
+VECTORS_PATH = Path(__file__).with_name("vectors.json")
 
 
 def seed(label: str) -> bytes:
@@ -759,6 +765,24 @@ def build_vectors() -> dict[str, Any]:
         .hex(),
     }
 
+    # --- the operator's web login link (hotline ops web)
+    web_random = CounterRandom("operator-web-login")
+    web_nonce = web_random(weblogin.LOGIN_NONCE_BYTES)
+    web_token = weblogin.mint(operator_sk, operator=OPERATOR, origin=ORIGIN,
+                              expires_at=TIMES["challenge_expires_at"], nonce=web_nonce)
+    web_doc = weblogin.parse(web_token)
+    operator_web = {
+        "origin": ORIGIN,
+        "operator": OPERATOR,
+        "expires_at": TIMES["challenge_expires_at"],
+        "random": web_random.describe(),
+        "body": web_doc.signed.body.hex(),
+        "signed_bytes": (Domain.OPERATOR_WEB_LOGIN + web_doc.signed.body).hex(),
+        "signature": web_doc.signed.signature.hex(),
+        "token": web_token,
+        "link": weblogin.link(ORIGIN, web_token),
+    }
+
     # --- a key file (fast test-only Argon2id limits) holding us.caisi's secrets
     kf_random = CounterRandom("keyfile")
     payload = keyfile.encode_desk_secrets(secrets["us.caisi"])
@@ -773,6 +797,7 @@ def build_vectors() -> dict[str, Any]:
         ]
     )
 
+    hybrid = build_hybrid(authorities, secrets, verified)
     return {
         "format": FORMAT,
         "description": "Hotline wire-format test vectors; see 'Test vectors' in "
@@ -823,7 +848,7 @@ def build_vectors() -> dict[str, Any]:
         "escalation_log_line": escalation_log_line,
         "webhook": webhook,
         "webhook_rejected": webhook_rejected,
-        "auth": {"desk": desk_auth, "operator": operator_auth},
+        "auth": {"desk": desk_auth, "operator": operator_auth, "operator_web": operator_web},
         "key_file": {
             "kind": "desk",
             "payload": payload.hex(),
@@ -838,6 +863,105 @@ def build_vectors() -> dict[str, Any]:
             ).hex(),
             "encoded": kf.hex(),
             "random": kf_random.describe(),
+        },
+        "hybrid": hybrid,
+    }
+
+
+def _pinned_kem_cts() -> dict[str, bytes]:
+    """The ML-KEM ciphertexts of the hybrid vector, by recipient, as vectors.json has them.
+
+    OpenSSL's ML-KEM encapsulation takes no outside randomness, so a fresh run would give
+    new ciphertexts: the generator keeps the ones on file (they are valid encapsulations to
+    the vector keys, made once) and makes new ones only where the file has none."""
+    try:
+        old = json.loads(VECTORS_PATH.read_text())["hybrid"]["notice"]["stanzas"]
+    except (OSError, KeyError, ValueError):
+        return {}
+    return {st["to"]: bytes.fromhex(st["kem_ct"]) for st in old if "kem_ct" in st}
+
+
+def build_hybrid(authorities: dict[Country, nacl.signing.SigningKey],
+                 secrets: dict[str, DeskSecrets], verified: dict[str, Any]) -> dict[str, Any]:
+    """The hybrid (X-Wing) vectors: a hybrid desk cn.pq, its key certificate and card, a
+    root that requires hybrid keys, and a version-2 notice from us.caisi to cn.pq (hybrid
+    stanza) and cn.cac (classical stanza)."""
+    desk = DeskId(HYBRID_DESK)
+    ik = nacl.signing.SigningKey(seed(f"desk/{HYBRID_DESK}/ik"))
+    xw_seed = seed(f"desk/{HYBRID_DESK}/xwing")
+    sk = xwing.XWingPrivateKey(xw_seed)
+    request = CertRequest.create(desk, ik, TIMES["cert_request_created_at"])
+    cert = DeskCertificate.issue(request, Country("cn"), authorities[Country("cn")],
+                                 TIMES["desk_cert_not_before"], TIMES["desk_cert_not_after"])
+    ek_cert = EkCertificate.issue(desk, ik, sk.public_key, TIMES["ek_not_before"],
+                                  TIMES["ek_not_after"])
+    card = DeskCard(cert, (ek_cert,))
+    members = {c: bytes(k.verify_key) for c, k in authorities.items()}
+    root = FederationRoot.create(1, members, TIMES["root_v1_issued_at"],
+                                 TIMES["root_v1_expires_at"],
+                                 hybrid_required_from=TIMES["hybrid_required_from"])
+    for c in sorted(authorities):
+        root = root.signed_by(c, authorities[c])
+    trust = TrustStore(root)
+    recipients = [trust.verify_card(card, NOW), verified["cn.cac"]]
+
+    pinned = _pinned_kem_cts()
+    used: dict[str, tuple[bytes, bytes]] = {}
+    real = xwing.encapsulate
+
+    def encapsulate(pk: bytes, *, random: Any) -> tuple[bytes, bytes]:
+        assert pk == sk.public_key
+        # Fresh (first run only) from the system generator, so the vector stream is unchanged.
+        ct = pinned.get(HYBRID_DESK) or real(pk, random=os.urandom)[1]
+        used[HYBRID_DESK] = (sk.decapsulate(ct), ct)
+        return used[HYBRID_DESK]
+
+    rnd = CounterRandom("notice_hybrid")
+    xwing.encapsulate = encapsulate  # type: ignore[assignment]
+    try:
+        env = seal(report_1(), sender=secrets["us.caisi"], recipients=recipients,
+                   severity="critical", now=TIMES["notice1_created_at"], status="exercise",
+                   notice_id=HYBRID_NOTICE_ID, random=rnd)
+    finally:
+        xwing.encapsulate = real  # type: ignore[assignment]
+    content_key, nonce = rnd.draws[0], rnd.draws[1]
+    stanzas = []
+    for st in env.header.stanzas:
+        if st.kem == "x-wing":
+            ss, ct = used[st.to]
+            ctx = stanza_context(env.notice_id, st.ek_kid, st.to)
+            stanzas.append({"to": st.to, "kem": st.kem, "ek_kid": st.ek_kid.hex(),
+                            "kem_ct": ct.hex(), "shared_secret": ss.hex(),
+                            "context": ctx.hex(), "wrap_key": xwing.wrap_key(ss, ctx).hex(),
+                            "wrapped": st.wrapped.hex()})
+        else:
+            stanzas.append({"to": st.to, "kem": st.kem, "ek_kid": st.ek_kid.hex(),
+                            "ephemeral_sk": rnd.draws[2].hex(), "wrapped": st.wrapped.hex()})
+    return {
+        "desk": HYBRID_DESK,
+        "ik_seed": seed(f"desk/{HYBRID_DESK}/ik").hex(),
+        "xwing_seed": xw_seed.hex(),
+        "xwing_public_key": sk.public_key.hex(),
+        "ek_kid": key_id(sk.public_key).hex(),
+        "ek_cert": {"body": ek_cert.signed.body.hex(),
+                    "body_fields": hexify(codec.unpack(ek_cert.signed.body, what="v",
+                                                       max_bytes=1 << 16)),
+                    "signatures": [ek_cert.signed.signature.hex()],
+                    "encoded": ek_cert.encode().hex()},
+        "desk_cert": cert.encode().hex(),
+        "desk_card": card.encode().hex(),
+        "root": {"body": root.body.hex(), "encoded": root.encode().hex(),
+                 "hybrid_required_from": TIMES["hybrid_required_from"]},
+        "notice": {
+            "sender": "us.caisi",
+            "random": rnd.describe(),
+            "content_key": content_key.hex(),
+            "nonce": nonce.hex(),
+            "stanzas": stanzas,
+            "header_fields": hexify(codec.unpack(env.header.raw, what="v", max_bytes=1 << 20)),
+            "header": env.header.raw.hex(),
+            "envelope": env.raw.hex(),
+            "digest": env.digest.hex(),
         },
     }
 

@@ -99,6 +99,7 @@ EXPECTED_DOMAINS = {
     "RELAY_CARD": b"hotline/v1/relay-card\x00",
     "AUTH": b"hotline/v1/auth\x00",
     "OPERATOR_AUTH": b"hotline/v1/operator-auth\x00",
+    "OPERATOR_WEB_LOGIN": b"hotline/v1/operator-web-login\x00",
 }
 
 
@@ -754,6 +755,27 @@ def test_desk_and_operator_authentication() -> None:
 
 # ============================================================== (c) raw libsodium
 
+def test_operator_web_login_link_from_raw_primitives() -> None:
+    """The login link's token is base64url (no padding) of msgpack([body, sig]); the body a
+    map in this key order; the signature Ed25519 over the domain prefix and the body."""
+    import base64
+
+    w = V["auth"]["operator_web"]
+    nonce = h(w["random"]["draws"][0])
+    body = msgpack.packb({"v": 1, "operator": w["operator"], "origin": w["origin"],
+                          "expires_at": w["expires_at"], "nonce": nonce}, use_bin_type=True)
+    assert body == h(w["body"])
+    assert h(w["signed_bytes"]) == b"hotline/v1/operator-web-login\x00" + body
+    raw_verify(pub("operator/ops.alice"), b"hotline/v1/operator-web-login\x00", body,
+               h(w["signature"]))
+    outer = msgpack.packb([body, h(w["signature"])], use_bin_type=True)
+    assert w["token"] == base64.urlsafe_b64encode(outer).decode().rstrip("=")
+    assert w["link"] == w["origin"] + "/ops/login?t=" + w["token"]
+    # An operator's challenge answer is not a login link, and the other way round.
+    with pytest.raises(nacl.exceptions.BadSignatureError):
+        nacl.signing.VerifyKey(pub("operator/ops.alice")).verify(
+            b"hotline/v1/operator-auth\x00" + body, h(w["signature"]))
+
 
 def test_public_keys_and_key_ids_from_seeds() -> None:
     for label, seed in V["inputs"]["ed25519_seeds"].items():
@@ -1269,3 +1291,95 @@ def test_report_with_question_vector() -> None:
     got = report_from_wire(decoded)
     assert got.question == "Which platforms did you contact?"
     assert msgpack.packb(got.to_wire(), use_bin_type=True) == raw
+
+
+# --------------------------------------------------------------------------- hybrid (v2)
+
+HY = V["hybrid"]
+
+
+def test_hybrid_key_from_its_seed_by_the_draft_construction() -> None:
+    """X-Wing keygen recomputed from raw parts: SHAKE-256 expansion, ML-KEM-768 from the
+    64-byte seed (cryptography, not keys.xwing), X25519 base point multiplication."""
+    from cryptography.hazmat.primitives.asymmetric import mlkem
+
+    expanded = hashlib.shake_256(h(HY["xwing_seed"])).digest(96)
+    pk_m = mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:64]).public_key()
+    pk = pk_m.public_bytes_raw() + sodium.crypto_scalarmult_base(expanded[64:])
+    assert pk == h(HY["xwing_public_key"])
+    assert raw_blake2b(pk, 16, personal=b"hotline-kid-v1") == h(HY["ek_kid"])
+
+
+def test_hybrid_key_certificate_layout_and_signature() -> None:
+    """[body, [signature]] with body v2 naming kem and sig_algs; Ed25519 over the EK_CERT
+    domain and the body, by the desk's identity key."""
+    cert = HY["ek_cert"]
+    assert msgpack.unpackb(h(cert["encoded"]), raw=False) == [h(cert["body"]),
+                                                             [h(s) for s in cert["signatures"]]]
+    body = msgpack.unpackb(h(cert["body"]), raw=False)
+    assert body["v"] == 2 and body["kem"] == "x-wing" and body["sig_algs"] == ["ed25519"]
+    assert body["ek"] == h(HY["xwing_public_key"])
+    ik_pk, _ = sodium.crypto_sign_seed_keypair(h(HY["ik_seed"]))
+    sodium.crypto_sign_open(h(cert["signatures"][0]) + b"hotline/v1/ek-cert\x00" + h(cert["body"]),
+                            ik_pk)
+    assert EkCertificate.decode(h(cert["encoded"])).kem == "x-wing"
+
+
+def test_hybrid_root_carries_its_rule_in_the_signed_body() -> None:
+    root = FederationRoot.decode(h(HY["root"]["encoded"]))
+    assert root.hybrid_required_from == HY["root"]["hybrid_required_from"]
+    body = msgpack.unpackb(root.body, raw=False)
+    assert body["hybrid_required_from"] == root.hybrid_required_from
+    root.check_initial(NOW)
+
+
+def test_hybrid_stanza_recomputed_from_raw_primitives() -> None:
+    """ss = X-Wing decapsulation by hand (ML-KEM from cryptography, X25519 from libsodium,
+    SHA3-256 from hashlib), the wrap key by BLAKE2b, the wrap by XChaCha20-Poly1305: it
+    yields the notice's content key, which decrypts the ciphertext."""
+    from cryptography.hazmat.primitives.asymmetric import mlkem
+
+    n = HY["notice"]
+    st = next(s for s in n["stanzas"] if s["kem"] == "x-wing")
+    ct = h(st["kem_ct"])
+    assert len(ct) == 1120 and len(h(st["wrapped"])) == 48
+    expanded = hashlib.shake_256(h(HY["xwing_seed"])).digest(96)
+    ss_m = mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:64]).decapsulate(ct[:1088])
+    ss_x = sodium.crypto_scalarmult(expanded[64:], ct[1088:])
+    pk_x = h(HY["xwing_public_key"])[1184:]
+    ss = hashlib.sha3_256(ss_m + ss_x + ct[1088:] + pk_x + bytes.fromhex("5c2e2f2f5e5c")).digest()
+    assert ss == h(st["shared_secret"])
+    ctx = (b"hotline/v2/stanza\x00" + h(n["header_fields"]["notice_id"]) + h(st["ek_kid"])
+           + st["to"].encode())
+    assert ctx == h(st["context"])
+    wrap_key = hashlib.blake2b(ctx, digest_size=32, key=ss, person=b"hotline-xwing-v1").digest()
+    assert wrap_key == h(st["wrap_key"])
+    content_key = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+        h(st["wrapped"]), ctx, bytes(24), wrap_key)
+    assert content_key == h(n["content_key"])
+    header = msgpack.unpackb(h(n["header"]), raw=False)
+    assert header["v"] == 2
+    assert [s["kem"] for s in header["stanzas"]] == [s["kem"] for s in n["stanzas"]]
+    env = msgpack.unpackb(h(n["envelope"]), raw=False)
+    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(env[1], env[0], h(n["nonce"]), content_key)
+
+
+def test_hybrid_notice_opens_through_the_api_for_both_kinds_of_recipient() -> None:
+    """The v2 envelope opens for cn.pq (hybrid stanza) and cn.cac (classical stanza)."""
+    from keys.xwing import XWingPrivateKey
+
+    n = HY["notice"]
+    env = Envelope.decode(h(n["envelope"]))
+    assert env.header.version == 2 and env.digest == h(n["digest"])
+    trust = TrustStore(FederationRoot.decode(h(HY["root"]["encoded"])))
+    sender = trust.verify_card(DeskCard.decode(h(V["desks"]["us.caisi"]["desk_card"]["encoded"])),
+                               NOW)
+    pq = DeskSecrets(DeskId(HY["desk"]),
+                     nacl.signing.SigningKey(h(HY["ik_seed"])),
+                     (EncryptionKeyPair(XWingPrivateKey(h(HY["xwing_seed"])), NOW - 1, NOW + 1,
+                                        NOW + 2),))
+    got = open_envelope(env, me=pq, sender=sender)
+    ik = nacl.signing.SigningKey(h(V["inputs"]["ed25519_seeds"]["desk/cn.cac/ik"]))
+    ek = nacl.public.PrivateKey(h(V["inputs"]["x25519_private_keys"]["desk/cn.cac/ek"]))
+    cac = DeskSecrets(DeskId("cn.cac"), ik, (EncryptionKeyPair(ek, NOW - 1, NOW + 1, NOW + 2),))
+    assert open_envelope(env, me=cac, sender=sender).report == got.report
