@@ -135,7 +135,12 @@ def _session(request: web.Request) -> DeskSession:
     scheme, _, token_hex = header.partition(" ")
     if scheme != "Hotline" or not re.fullmatch(r"[0-9a-f]{64}", token_hex):
         raise RelayError(401, "unauthorized", "send 'Authorization: Hotline <session token>'")
-    return request.app[AUTH].session(bytes.fromhex(token_hex), request.app[RELAY].clock.now_ms())
+    session = request.app[AUTH].session(bytes.fromhex(token_hex),
+                                        request.app[RELAY].clock.now_ms())
+    split = request.app[RELAY].tlog.split
+    if split is not None:  # the split-view attack (tests only): who is on this connection
+        split.identify(request.protocol, session.desk)
+    return session
 
 
 def _notice_id(request: web.Request) -> bytes:

@@ -100,6 +100,10 @@ class LogSettings:
     checkpoint_interval_s: float = 2.0
     witness_timeout_s: float = 5.0
     witnesses: tuple[WitnessTarget, ...] = ()
+    #: ``false``: no checkpoints, witnesses or leaf indices (leaves are still appended by
+    #: the schema). For benchmarks and diagnosis only: desks that pin a witness policy
+    #: prove nothing against such a relay. Production relays run with their log.
+    enabled: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,9 @@ class RelayConfig:
     #: Never in production: answer "accepted" before the notice is committed, so that a
     #: crash loses it. The fault harness's negative control for process crashes.
     test_only_answer_before_commit: bool = False
+    #: Never in production: the split-view attack, ``<country>:<leaf>`` (relay/faults.py):
+    #: that country's desks are shown a forked tree. The record tests' attacker.
+    test_only_split_view: str = ""
     #: Append-only JSON-lines file of escalations for operators (relative to the home).
     escalation_log: str = "escalations.jsonl"
     #: Rotate the escalation log when the next batch would take it past this size
@@ -268,6 +275,9 @@ def load(
         raise UsageError(f"relay.id {config.relay_id!r} must be 1-100 of A-Z a-z 0-9 . _ -")
     if config.test_only_sqlite_synchronous not in ("FULL", "EXTRA", "NORMAL", "OFF"):
         raise UsageError("relay.test_only_sqlite_synchronous must be FULL, EXTRA, NORMAL or OFF")
+    if config.test_only_split_view and not re.fullmatch(r"[a-z0-9-]{1,40}:\d{1,12}",
+                                                        config.test_only_split_view):
+        raise UsageError("relay.test_only_split_view must be <country>:<leaf index>")
     if config.log_level.lower() not in LOG_LEVELS:
         raise UsageError("relay.log_level must be debug, info, warning or error")
     if config.log_format not in ("auto", "json", "console"):
@@ -359,7 +369,11 @@ def _contacts(escalation: Any) -> tuple[ContactRule, ...]:
 def _log_settings(raw: Any) -> LogSettings:
     if not isinstance(raw, dict):
         raise UsageError("[log] must be a table")
-    _table_keys(raw, {"checkpoint_interval_s", "witness_timeout_s", "witnesses"}, "log")
+    _table_keys(raw, {"enabled", "checkpoint_interval_s", "witness_timeout_s", "witnesses"},
+                "log")
+    enabled = raw.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise UsageError("log.enabled must be true or false")
     interval = _coerce("log.checkpoint_interval_s", raw.get("checkpoint_interval_s", 2.0), 2.0)
     timeout = _coerce("log.witness_timeout_s", raw.get("witness_timeout_s", 5.0), 5.0)
     if not 0.05 <= interval <= 60:
@@ -387,7 +401,7 @@ def _log_settings(raw: Any) -> LogSettings:
         except Exception as exc:
             raise UsageError(f"{name}.vkey is not a cosignature verifier key: {exc}") from exc
         out.append(WitnessTarget(url.rstrip("/"), vkey))
-    return LogSettings(float(interval), float(timeout), tuple(out))
+    return LogSettings(float(interval), float(timeout), tuple(out), enabled)
 
 
 def _webhooks(raw: Any, env: dict[str, str]) -> tuple[Webhook, ...]:

@@ -1,4 +1,5 @@
-"""Named crash points and hostile behaviours for the fault-injection harness. Tests only.
+"""Named crash points and hostile behaviours for the fault-injection harness, and the
+split-view attack. Tests only.
 
 A no-op unless ``HOTLINE_CRASH_AT=<point>:<n>`` is set in the relay's environment: then the
 process exits with status 137 at the n-th pass through that point, as if SIGKILLed.
@@ -15,7 +16,11 @@ hostile operator could (the multi-relay tests run one such relay beside an hones
 
 from __future__ import annotations
 
+import hashlib
 import os
+import weakref
+
+from keys import tlog
 
 POINTS = (
     "pre_commit",
@@ -76,3 +81,66 @@ def drops(desk: str, kind: str) -> bool:
 
 def push_delay_s() -> float:
     return int(HOSTILE.get("delay_push_ms") or 0) / 1000
+
+
+# --------------------------------------------------------------------------- split view
+
+
+class SplitView:
+    """The split-view attack, for tests only: the relay shows one country's desks another
+    tree than everyone else (``HOTLINE_RELAY_TEST_ONLY_SPLIT_VIEW=<country>:<leaf>``; the
+    configuration refuses it in relay.toml).
+
+    From leaf ``fork_at`` on, the forked tree has that leaf's entry replaced (the relay tells
+    that country a statement it tells no one else) and is otherwise the honest tree, so
+    every statement those desks hold is still at its leaf in it. A desk is recognised by
+    the connection it last authenticated on (what a real relay could do: the log's public
+    resources are fetched without a session); its ``/checkpoint`` and ``/tile/...`` reads
+    on that connection get the fork, signed with the relay's key at the honest size, and
+    the relay offers each forked checkpoint to its witnesses too. What must catch it: the
+    witnesses refuse the fork (it does not extend what they cosigned), a desk's witness
+    policy refuses a checkpoint without their cosignatures, and a desk that kept an honest
+    checkpoint past ``fork_at`` finds the fork inconsistent with it.
+    """
+
+    def __init__(self, country: str, fork_at: int) -> None:
+        self.country = country
+        self.fork_at = fork_at
+        self.tree = tlog.MemoryTree()
+        #: The forked checkpoint (signed note, with any cosignatures the witnesses gave).
+        self.note: bytes | None = None
+        self.size = 0
+        self._connections: weakref.WeakKeyDictionary[object, bool] = (
+            weakref.WeakKeyDictionary())
+
+    @classmethod
+    def parse(cls, spec: str) -> SplitView:
+        country, _, leaf = spec.partition(":")
+        if not country or not leaf.isdigit():
+            raise SystemExit(f"HOTLINE_RELAY_TEST_ONLY_SPLIT_VIEW={spec!r}: expected "
+                             "<country>:<leaf index>, e.g. cn:5")
+        return cls(country, int(leaf))
+
+    def identify(self, connection: object, desk: str) -> None:
+        """``connection`` carried a request authenticated as ``desk``."""
+        self._connections[connection] = desk.split(".", 1)[0] == self.country
+
+    def shows_fork(self, connection: object) -> bool:
+        return self.note is not None and self._connections.get(connection, False)
+
+    def extend(self, entries: list[bytes]) -> bool:
+        """Append the honest entries past the fork's size (``entries`` start at
+        ``self.tree.size``); whether the fork has new leaves to sign."""
+        for entry in entries:
+            if self.tree.size == self.fork_at:
+                entry = hashlib.sha256(b"split view: " + entry).digest()
+            self.tree.append(entry)
+        return bool(entries) and self.tree.size > self.fork_at
+
+    def tile(self, t: tlog.Tile) -> bytes | None:
+        if t.is_entries:
+            return None  # the fork's entry bundles are not served (not needed by desks)
+        level = t.level * tlog.TILE_HEIGHT
+        if (t.index * tlog.TILE_WIDTH + t.width) << level > self.size:
+            return None
+        return tlog.tile_bytes(t, self.tree.read)

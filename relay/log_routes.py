@@ -30,7 +30,7 @@ def _text(status: int, message: str) -> web.Response:
 
 
 async def checkpoint(request: web.Request) -> web.Response:
-    data = request.app[RELAY].tlog.checkpoint()
+    data = request.app[RELAY].tlog.checkpoint(request.protocol)
     if data is None:
         return _text(404, "the log has no checkpoint yet")
     return web.Response(body=data, content_type="text/plain", charset="utf-8",
@@ -40,7 +40,7 @@ async def checkpoint(request: web.Request) -> web.Response:
 async def tile(request: web.Request) -> web.Response:
     path = "tile/" + request.match_info["tail"]
     try:
-        found = request.app[RELAY].tlog.tile(path)
+        found = request.app[RELAY].tlog.tile(path, request.protocol)
     except ProtocolError as exc:
         return _text(400, str(exc))
     if found is None:

@@ -34,6 +34,7 @@ from relay.app import make_app
 from relay.auth import Authenticator
 from relay.clock import Clock, SystemClock
 from relay.core import Relay
+from relay.faults import SplitView
 from relay.guard import start_site
 from relay.hub import Hub
 from relay.store import open_store
@@ -237,6 +238,10 @@ async def _serve(
     add_stored_revocations(trust, store.revocations(), log)
     relay = Relay(config=cfg, store=store, trust=trust, key=key, card=card, clock=clock,
                   hub=Hub(), log=log)
+    if cfg.test_only_split_view:
+        relay.tlog.split = SplitView.parse(cfg.test_only_split_view)
+        log.warning("relay.split_view", spec=cfg.test_only_split_view,
+                    note="test-only setting: one country's desks are shown a forked log")
     await relay.tlog.start()  # logs the relay's key if it changed
     relay.escalator.file.max_bytes = cfg.escalation_log_max_bytes
     relay.escalator.file.keep = cfg.escalation_log_keep

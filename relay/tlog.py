@@ -35,6 +35,7 @@ from keys.frames import Event
 from keys.note import NoteError, Signature, Verifier
 from relay.clock import Clock
 from relay.config import LogSettings
+from relay.faults import SplitView
 from relay.metrics import Metrics
 from relay.store.base import LogCheckpoint, LogStore
 
@@ -90,6 +91,9 @@ class RelayLog:
         self._stop = asyncio.Event()
         self._http: aiohttp.ClientSession | None = None
         self.broken: str | None = None
+        #: The split-view attack (tests only; relay/faults.py): None in production.
+        self.split: SplitView | None = None
+        self._split_witnesses = [dataclasses.replace(w) for w in self.witnesses]
 
     @property
     def vkey(self) -> str:
@@ -99,6 +103,10 @@ class RelayLog:
     # ------------------------------------------------------------------ driving
     async def start(self) -> None:
         """Record the relay's key (its card) if it is not the last one logged."""
+        if not self.settings.enabled:
+            self.log.warning("log.disabled", note="[log] enabled = false: no checkpoints, "
+                             "no witnesses; desks cannot prove this relay's statements")
+            return
         last = self.store.last_of_kind("relay_key")
         if last is None or last.statement != self.relay_card:
             index = await self.store.append("relay_key", self.relay_card)
@@ -108,6 +116,8 @@ class RelayLog:
         self._wake.set()
 
     async def run(self) -> None:
+        if not self.settings.enabled:
+            return
         while not self._stop.is_set():
             self._wake.clear()
             try:
@@ -132,8 +142,30 @@ class RelayLog:
         latest = await self.extend()
         if latest is not None and self.witnesses:
             latest = await self.witness(latest)
+        if latest is not None and self.split is not None:
+            await self._split_pass(latest)
         self._update_metrics(latest)
         return latest
+
+    async def _split_pass(self, latest: LogCheckpoint) -> None:
+        """The split-view attack's pass (tests only): extend the forked tree to the honest
+        size, sign it, and offer it to the witnesses."""
+        split = self.split
+        assert split is not None
+        if split.tree.size >= latest.size:
+            return
+        leaves = self.store.leaves(split.tree.size, latest.size)
+        if not split.extend([entry_of(x.statement) for x in leaves]):
+            return
+        cp = Checkpoint(self.origin, split.tree.size, split.tree.root())
+        text = cp.text()
+        split.note, split.size = note.sign(text, [self.signer]), cp.size
+        forked = LogCheckpoint(cp.size, cp.root, split.note, self.clock.now_ms())
+        results = await asyncio.gather(*(self._ask(w, forked, read=split.tree.read)
+                                         for w in self._split_witnesses))
+        got = [s for s in results if s is not None]
+        if got:
+            split.note = note.sign(text, [self.signer], extra=got)
 
     # ------------------------------------------------------------------ the tree
     def _resume(self) -> tlog.MerkleHasher:
@@ -182,22 +214,32 @@ class RelayLog:
     def hash(self, level: int, index: int) -> bytes:
         return self.store.hash(level, index)
 
-    def checkpoint(self) -> bytes | None:
-        """The latest checkpoint, with its cosignatures (what ``/checkpoint`` serves)."""
+    def checkpoint(self, connection: object = None) -> bytes | None:
+        """The latest checkpoint, with its cosignatures (what ``/checkpoint`` serves).
+        ``connection``: the request's (only the split-view attack looks at it)."""
+        if self.split is not None and self.split.shows_fork(connection):
+            return self.split.note
         latest = self.store.latest()
         return None if latest is None else latest.note
 
     def index_of(self, statement: bytes | None) -> int | None:
-        return None if statement is None else self.store.index_of(statement)
+        if statement is None or not self.settings.enabled:
+            return None
+        return self.store.index_of(statement)
 
     def annotate(self, events: Sequence[Event]) -> list[Event]:
         """The events with the leaf index of their relay statement (PROTOCOL.md 20.2)."""
+        if not self.settings.enabled:
+            return list(events)
         return [dataclasses.replace(e, leaf=self.index_of(e.attestation)) for e in events]
 
-    def tile(self, path: str) -> tuple[bytes, bool] | None:
+    def tile(self, path: str, connection: object = None) -> tuple[bytes, bool] | None:
         """A tile's bytes and whether it is full (immutable); None if the tree has no
         such tile yet. Raises ProtocolError for a path that is not a tile's."""
         t = tlog.parse_tile_path(path)
+        if self.split is not None and self.split.shows_fork(connection):
+            forked = self.split.tile(t)
+            return None if forked is None else (forked, t.is_full)
         latest = self.store.latest()
         size = 0 if latest is None else latest.size
         if t.is_entries:
@@ -244,14 +286,17 @@ class RelayLog:
                 timeout=aiohttp.ClientTimeout(total=self.settings.witness_timeout_s))
         return self._http
 
-    async def _ask(self, w: WitnessState, cp: LogCheckpoint) -> Signature | None:
-        """add-checkpoint to one witness; its cosignature, or None (counted, logged)."""
+    async def _ask(self, w: WitnessState, cp: LogCheckpoint,
+                   read: tlog.HashReader | None = None) -> Signature | None:
+        """add-checkpoint to one witness; its cosignature, or None (counted, logged).
+        ``read``: the tree's hashes (default: the stored tree's)."""
+        read = read or self.hash
         text, _ = note.split(cp.note)
         signed = note.sign(text, [self.signer])  # the log's signature only
         for _attempt in range(3):
             old = w.size if w.size is not None and w.size <= cp.size else 0
             try:
-                proof = (tlog.consistency_proof(self.hash, old, cp.size)
+                proof = (tlog.consistency_proof(read, old, cp.size)
                          if 0 < old < cp.size else [])
             except KeyError as exc:
                 return self._failed(w, "proof", f"cannot prove from size {old}: {exc}")

@@ -26,7 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.bench import circuits, core, crypto_ops, drain, e2e, escalation, floor, peers, sockets
+from tests.bench import (
+    circuits,
+    core,
+    crypto_ops,
+    drain,
+    e2e,
+    escalation,
+    floor,
+    peers,
+    record,
+    sockets,
+)
 from tests.bench.common import REPO, BenchRelay, loadavg, make_desks, say
 
 MATRIX_REFERENCE = 38.0  # messages/s measured for Synapse (reference figure)
@@ -57,6 +68,8 @@ class Plan:
     drain_live: int = 1000
     pq_ops: int = 200
     pq_measure_s: float = 20.0
+    record_measure_s: float = 30.0
+    record_latency_notices: int = 300
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
@@ -67,7 +80,7 @@ class Plan:
                    escalation_notices=2000,
                    escalation_window_s=15, escalation_spread_s=15.0, pending_notices=10_000,
                    pushes=50, drain_sizes=(1000,), drain_live=300, pq_ops=50,
-                   pq_measure_s=8.0)
+                   pq_measure_s=8.0, record_measure_s=12.0, record_latency_notices=80)
 
 
 # --------------------------------------------------------------------------- steps
@@ -398,6 +411,18 @@ def build_table(r: dict[str, Any], plan: Plan) -> list[Row]:
                          f"HTTP {stream.get('http_fallbacks', '-')}",
                          ">= live rate, no fallback", verdict(ok if rate else False),
                          f"{rate / live:.2f}x live" if rate and live else "-"))
+    if not missing("record", "10 the verifiable log"):
+        rec = r["record"]
+        w, wo = (rec.get(a) or {} for a in ("with_log", "without_log"))
+        rows.append(("10 relay CPU per e2e notice, with the log / without",
+                     f"{_f(w.get('relay_cpu_ms_per_notice'), 2)} / "
+                     f"{_f(wo.get('relay_cpu_ms_per_notice'), 2)} ms "
+                     f"({_f(w.get('notices_per_s'))} / {_f(wo.get('notices_per_s'))} notices/s)",
+                     "", "", ""))
+        lat = (rec.get("checkpoint_latency") or {})
+        rows.append(("  statement signed -> in a checkpoint both witnesses cosigned",
+                     _pcts(lat.get("signed_to_cosigned_ms") or {}),
+                     "", "", f"{lat.get('included')}/{lat.get('notices')} included"))
     rows.append(("7 PostgreSQL backend", "not available", "", "", ""))
     if not missing("pq_ops", "9 classical vs hybrid keys"):
         c, hy = r["pq_ops"]["classical"], r["pq_ops"]["hybrid"]
@@ -451,9 +476,9 @@ def main(argv: list[str] | None = None) -> int:
                          "CPU: use the figures of a run without it)")
     ap.add_argument("--only", default="",
                     help="comma-separated parts to run (e2e,floor,peers,escalation,pending,"
-                         "sockets,drain,pq,circuits; floor includes the relay core without "
-                         "network; pq is classical against hybrid keys; circuits is one relay "
-                         "against two); default all")
+                         "sockets,drain,pq,circuits,record; floor includes the relay core "
+                         "without network; pq is classical against hybrid keys; circuits is "
+                         "one relay against two); default all")
     args = ap.parse_args(argv)
     plan = Plan.make(args.quick)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -514,6 +539,11 @@ def main(argv: list[str] | None = None) -> int:
         if want("circuits"):
             step(results, "circuits", lambda: circuits.run(
                 seconds=8.0 if plan.quick else 20.0, workdir=base))
+        if want("record"):
+            step(results, "record", lambda: record.run(
+                base / "record", workers=plan.e2e_workers, window=plan.e2e_window,
+                warmup_s=plan.e2e_warmup_s, measure_s=plan.record_measure_s,
+                latency_notices=plan.record_latency_notices))
     results["postgresql"] = {"status": "not available",
                              "reason": "the PostgreSQL backend does not exist yet"}
     results["loadavg_end"] = loadavg()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,9 +67,12 @@ def test_second_relay_on_the_same_database_is_refused(relay: RelayProcess) -> No
 
 
 def test_port_in_use_is_one_line(relay: RelayProcess, tmp_path: Path) -> None:
-    taken = _hotline("relay", "serve", "--home", str(relay.home), "--db",
-                     str(tmp_path / "other.db"), "--listen", f"127.0.0.1:{relay.port}",
-                     timeout=30)
+    # Another relay home (one home serves one relay at a time), the first one's port.
+    other = tmp_path / "other-relay"
+    shutil.copytree(relay.home, other,
+                    ignore=shutil.ignore_patterns("relay.lock", "relay.db*", "*.jsonl*"))
+    taken = _hotline("relay", "serve", "--home", str(other), "--listen",
+                     f"127.0.0.1:{relay.port}", timeout=30)
     assert taken.returncode == 2
     (err,) = [x for x in taken.stderr.splitlines() if x.startswith("hotline:")]
     assert f"cannot listen on 127.0.0.1:{relay.port}" in err

@@ -123,6 +123,19 @@ async def test_statements_proven_in_checkpoints_both_countries_cosigned(
         assert kinds == ["accepted", "acknowledged", "delivered"]
 
 
+def _verify_cli(path: Path, doc: dict[str, object], capsys: pytest.CaptureFixture[str]
+                ) -> str:
+    """``hotline evidence verify`` of ``doc``: it must exit 1; which of the known failures
+    its output names."""
+    path.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert _cli("evidence", "verify", str(path)) == 1
+    out = capsys.readouterr().out
+    named = [w for w in ("inclusion proof", "lacks cosignatures") if w in out]
+    assert len(named) == 1 and "FAILED" in out, out
+    return named[0]
+
+
 async def test_evidence_bundle_verifies_offline_and_tampering_is_named(
         record: Record, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     nid = await _exchange(record)
@@ -154,12 +167,15 @@ async def test_evidence_bundle_verifies_offline_and_tampering_is_named(
     bad = dict(doc, statements=[dict(st, proof=[]), *doc["statements"][1:]])
     rep = verify_bundle(json.dumps(bad).encode(), now=now_ms())
     assert not rep.ok and any("inclusion proof" in f for f in rep.failures), rep.failures
+    assert _verify_cli(tmp_path / "no-proof.json", bad, capsys) == "inclusion proof"
 
     # A checkpoint short of the policy (one country's cosignature removed).
     notes = {k: "\n".join(ln for ln in v.split("\n") if "witness.cn/w1" not in ln)
              for k, v in doc["checkpoints"].items()}
     rep = verify_bundle(json.dumps(dict(doc, checkpoints=notes)).encode(), now=now_ms())
     assert not rep.ok and any("lacks cosignatures" in f and "cn" in f for f in rep.failures)
+    assert _verify_cli(tmp_path / "short.json", dict(doc, checkpoints=notes),
+                       capsys) == "lacks cosignatures"
 
     # Exactly one byte of the file changed anywhere in a signed statement: exit 1.
     data = bytearray(bundle.read_bytes())

@@ -8,16 +8,26 @@ were sent and the attestation the client was given.
 no (notice, recipient, track, level, kind) twice; nothing acknowledged before its deadline
 escalated; no escalation before its time by the relay's own attested clock; the
 operators' escalation log holds each escalation exactly once.
+
+``check_record``: the relay's log proves what it answered: every checkpoint seen during
+the run is consistent with the final one, every receipted statement included in it.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keys import tlog
+from keys.checkpoint import open_checkpoint
+from keys.errors import HotlineError
 from keys.frames import Event
+from keys.note import Verifier
 from keys.primitives import digest
 from keys.receipts import EscalationStatement
 from relay.policy import levels_due
@@ -254,3 +264,73 @@ def check_escalations(rows: list[EscRow], ladders: dict[tuple[str, str, str], La
         if name != "integrity_check_failures":
             summary.setdefault(name, out[name])
     return summary
+
+
+# --------------------------------------------------------------------------- the log
+
+RECORD_MUST_BE_ZERO = ["inclusion_proof_failures", "consistency_proof_failures"]
+
+
+def _consistency(old: int, new: int, read: tlog.HashReader) -> list[bytes]:
+    return tlog.consistency_proof(read, old, new)
+
+
+def _inclusion(leaf: int, size: int, read: tlog.HashReader) -> list[bytes]:
+    return tlog.inclusion_proof(read, leaf, size)
+
+
+async def check_record(fetch: Callable[[str], Awaitable[bytes | None]], log_key: Verifier,
+                       final_note: bytes, seen: list[bytes], statements: list[bytes]
+                       ) -> dict[str, Any]:
+    """The relay's log after the run, as a desk checks it (client/record.py), against the
+    final checkpoint ``final_note``: every checkpoint ``seen`` during the run must be
+    consistent with it (a proof from the final tiles), and every receipted statement
+    included in it (its leaf from ``/v1/log/index``, the proof from the tiles)."""
+    final = open_checkpoint(final_note, [log_key]).checkpoint
+    tiles: dict[tlog.Tile, bytes] = {}
+
+    async def tiles_for(compute: Callable[[tlog.HashReader], object]
+                        ) -> dict[tlog.Tile, bytes]:
+        out = {}
+        for t in tlog.tiles_needed(tlog.needed_hashes(compute), final.size):
+            if t not in tiles:
+                data = await fetch("/" + t.path())
+                if data is None:
+                    raise tlog.ProofError(f"the relay does not serve {t.path()}")
+                tiles[t] = data
+            out[t] = tiles[t]
+        return out
+
+    consistency: list[str] = []
+    for note in seen:
+        try:
+            old = open_checkpoint(note, [log_key]).checkpoint
+            if old.size > final.size:
+                raise tlog.ProofError(f"size {old.size} is beyond the final {final.size}")
+            if old.size == final.size or old.size == 0:
+                if old.size and old.root != final.root:
+                    raise tlog.ProofError(f"another tree of size {old.size}")
+                continue
+            t = await tiles_for(functools.partial(_consistency, old.size, final.size))
+            tlog.prove_consistency_from_tiles(t, old.size, old.root, final.size, final.root)
+        except HotlineError as exc:
+            consistency.append(f"{note[:60]!r}: {exc.message}")
+    inclusion: list[str] = []
+    for st in statements:
+        h = hashlib.sha256(st).digest()
+        try:
+            body = await fetch(f"/v1/log/index/{h.hex()}")
+            if body is None:
+                raise tlog.ProofError("no leaf records it")
+            leaf = int(body.decode().strip())
+            if leaf >= final.size:
+                raise tlog.ProofError(f"leaf {leaf} is beyond the final size {final.size}")
+            t = await tiles_for(functools.partial(_inclusion, leaf, final.size))
+            tlog.prove_inclusion_from_tiles(t, tlog.leaf_hash(h), leaf, final.size, final.root)
+        except HotlineError as exc:
+            inclusion.append(f"{h.hex()[:16]}: {exc.message}")
+    return {"log_final_size": final.size, "checkpoints_seen": len(seen),
+            "statements_proven": len(statements) - len(inclusion),
+            "inclusion_proof_failures": len(inclusion),
+            "consistency_proof_failures": len(consistency),
+            "record_details": (inclusion + consistency)[:5]}

@@ -554,3 +554,63 @@ def xfail_known(known: dict[str, Any]) -> None:
         import pytest
 
         pytest.xfail("; ".join(f"{k}={v}: {KNOWN_RELAY_BUGS[k]}" for k, v in known.items()))
+
+
+# --------------------------------------------------------------------------- the log
+
+
+async def fetch_public(rig: Rig, path: str) -> bytes | None:
+    """One unauthenticated GET of the relay's log resources; None for a 404 (transport
+    errors propagate)."""
+    async with rig.http.get(f"http://127.0.0.1:{rig.relay.port}{path}",
+                            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)) as r:
+        if r.status == 404:
+            return None
+        if r.status != 200:
+            raise GaveUp(f"GET {path} answered {r.status}")
+        return await r.read()
+
+
+async def watch_checkpoints(rig: Rig, journal: Journal, *, busy: Callable[[], bool],
+                            stop_at: float, every_s: float = 0.1) -> int:
+    """Journal every distinct checkpoint the relay serves while ``busy()`` (as a desk
+    would fetch it, across kills); the checker proves each consistent with the final one.
+    Returns how many were journaled."""
+    seen: set[bytes] = set()
+    for _ in range(100_000):
+        if not busy() or time.monotonic() > stop_at:
+            break
+        with contextlib.suppress(*TRANSPORT_ERRORS, GaveUp):
+            note = await fetch_public(rig, "/checkpoint")
+            if note is not None and note not in seen:
+                seen.add(note)
+                journal.append("checkpoint", note=note.hex())
+        await asyncio.sleep(every_s)
+    return len(seen)
+
+
+def log_leaf_count(rig: Rig) -> int:
+    """Leaves in the relay's log, read from its database.
+
+    SQLite only: a run on PostgreSQL (HOTLINE_RELAY_DATABASE=postgresql://...) counts
+    ``tlog_leaves`` through that backend here; everything else the log check does goes
+    through the relay's public HTTP resources and is backend-independent.
+    """
+    if "://" in str(rig.db_path):
+        raise NotImplementedError("log_leaf_count: add the PostgreSQL count here")
+    return int(query(rig.db_path, "SELECT count(*) FROM tlog_leaves")[0][0])
+
+
+async def final_checkpoint(rig: Rig, *, stop_at: float) -> bytes:
+    """The relay's checkpoint once it covers every leaf (bounded wait for its pass)."""
+    last = b""
+    while time.monotonic() < stop_at:
+        with contextlib.suppress(*TRANSPORT_ERRORS, GaveUp):
+            note = await fetch_public(rig, "/checkpoint")
+            if note is not None:
+                last = note
+                size = int(note.split(b"\n")[1])
+                if size >= log_leaf_count(rig):
+                    return note
+        await asyncio.sleep(0.1)
+    raise GaveUp(f"the relay's checkpoint never covered its log (last: {last[:80]!r})")

@@ -22,14 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from client.home import Home
-from keys import Attestation, Confirmation, Envelope
+from client.record import log_verifier
+from keys import Attestation, Confirmation, Envelope, RelayCard
 from keys.frames import Accepted, InboxPage
 from relay.store.sqlite import SqliteStore
 from tests.faults.checker import (
     ESCALATION_MUST_BE_ZERO,
     NOTICE_MUST_BE_ZERO,
+    RECORD_MUST_BE_ZERO,
     check_escalations,
     check_notices,
+    check_record,
     read_escalation_log,
     read_escalation_state,
     sent_notices,
@@ -42,12 +45,15 @@ from tests.faults.harness import (
     LoadClient,
     Rig,
     error_code,
+    fetch_public,
+    final_checkpoint,
     login,
     merge_counters,
     query,
     random_killer,
     read_inbox,
     request,
+    watch_checkpoints,
 )
 from tests.faults.powerloss import PowerLoss
 from tests.relay_harness import RawDesk, now_ms
@@ -135,7 +141,8 @@ async def run_t1(base: Path, cfg: T1Config) -> dict[str, Any]:
     env = ({"HOTLINE_RELAY_TEST_ONLY_ANSWER_BEFORE_COMMIT": "true"}
            if cfg.negative_control else {})
     rng = random.Random(cfg.seed)
-    rig = await Rig.create(base, env=env)
+    # Checkpoints signed often, so that kills land around them too.
+    rig = await Rig.create(base, env=env, relay_toml=LOG_TOML)
     try:
         await _login_all(rig, stop_at)
         answered = asyncio.Event()
@@ -165,32 +172,57 @@ async def run_t1(base: Path, cfg: T1Config) -> dict[str, Any]:
             killer = asyncio.create_task(random_killer(
                 rig, rng, kills=cfg.kills, interval=cfg.kill_interval,
                 crash_points=cfg.crash_points, busy=busy, stop_at=load_stop))
-        await _gather_bounded([*load, killer], stop_at - 15)
+        checkpoints = Journal(base / "journal" / "checkpoints.jsonl")
+        watcher = asyncio.create_task(watch_checkpoints(rig, checkpoints, busy=busy,
+                                                        stop_at=load_stop))
+        await _gather_bounded([*load, killer, watcher], stop_at - 15)
         load_elapsed = time.monotonic() - started
         for c in clients:
             c.journal.close()
+        checkpoints.close()
         # The last restart, then what the relay has against what the clients were told.
         await rig.restart(count=False)
         inboxes = await _inboxes(rig, DESKS, stop_at)
+        records = Journal.read_dir(base / "journal", "client-*.jsonl")
+        record = await _check_record(rig, records, stop_at)
         await rig.kill(count=False)
         await rig.check_integrity()
-        records = Journal.read_dir(base / "journal", "client-*.jsonl")
         summary: dict[str, Any] = {
             "scenario": "T1-negative-control" if cfg.negative_control else "T1",
             "config": dataclasses.asdict(cfg),
             **merge_counters(clients), **rig.stats_dict(), **check_notices(records, inboxes),
+            **record,
             "load_elapsed_s": round(load_elapsed, 2),
             "elapsed_s": round(time.monotonic() - started, 2),
         }
         if cfg.negative_control:
             summary["must_be_zero"] = ["stored_duplicates", "content_mismatch",
                                        "integrity_check_failures", "unknown_stored"]
-            summary["must_be_positive"] = ["receipted_but_missing"]
+            # What was answered and lost is not in the log either: the log check sees it.
+            summary["must_be_positive"] = ["receipted_but_missing", "inclusion_proof_failures"]
         else:
-            summary["must_be_zero"] = NOTICE_MUST_BE_ZERO
+            summary["must_be_zero"] = [*NOTICE_MUST_BE_ZERO, *RECORD_MUST_BE_ZERO]
         return summary
     finally:
         await rig.close()
+
+
+#: The relay's log in the crash runs: a checkpoint pass every 0.2 s (no witnesses).
+LOG_TOML = "[log]\ncheckpoint_interval_s = 0.2\n"
+
+
+async def _check_record(rig: Rig, records: list[dict[str, Any]], stop_at: float
+                        ) -> dict[str, Any]:
+    """Every checkpoint journaled during the run against the final one, and every
+    statement a client was answered with included in it (checker.check_record)."""
+    card = RelayCard.decode((rig.relay.home / "relay.card").read_bytes())
+    final = await final_checkpoint(rig, stop_at=stop_at)
+    seen = [bytes.fromhex(r["note"]) for r in
+            Journal.read(rig.base / "journal" / "checkpoints.jsonl") if r["k"] == "checkpoint"]
+    statements = sorted({bytes.fromhex(r["att"]) for r in records
+                         if r["k"] == "answer" and "att" in r})
+    return await check_record(lambda path: fetch_public(rig, path),
+                              log_verifier(card.relay_id, card.key), final, seen, statements)
 
 
 # =========================================================================== T2
@@ -285,7 +317,8 @@ async def run_t2(base: Path, cfg: T2Config, shim: Path) -> dict[str, Any]:
         if negative:
             summary["must_be_zero"] = ["stored_duplicates", "content_mismatch",
                                        "integrity_check_failures", "unknown_stored"]
-            summary["must_be_positive"] = ["receipted_but_missing"]
+            # What was answered and lost is not in the log either: the log check sees it.
+            summary["must_be_positive"] = ["receipted_but_missing", "inclusion_proof_failures"]
         else:
             summary["must_be_zero"] = NOTICE_MUST_BE_ZERO
         return summary

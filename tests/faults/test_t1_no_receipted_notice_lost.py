@@ -21,12 +21,17 @@ needs_slow = pytest.mark.skipif(not os.environ.get("HOTLINE_SLOW"),
 
 async def test_t1_sigkills_and_crash_points_lose_no_receipted_notice(tmp_path: Path) -> None:
     """Random SIGKILLs (every 0.2-1 s) and crash points under load from six clients:
-    every notice the relay answered "accepted" for is in each recipient's inbox once."""
+    every notice the relay answered "accepted" for is in each recipient's inbox once, and
+    its statement in the relay's final log, which extends every checkpoint seen."""
     summary = await run_t1(tmp_path, T1Config())
     print(write_summary(summary, tmp_path / "summary-t1.json"))
     known = verdict(summary)
     assert summary["kills"] >= 4 and summary["crash_point_exits"] >= 2, summary
     assert summary["receipts_issued"] >= 250, summary
+    # The log: checkpoints seen across the kills, each consistent with the final one;
+    # every receipted statement proven included in it (checker.check_record).
+    assert summary["checkpoints_seen"] >= 3, summary
+    assert summary["statements_proven"] >= 250, summary
     xfail_known(known)
 
 

@@ -215,9 +215,10 @@ def test_backup_and_stats_commands_beside_a_serving_relay(
             "accepted": 0, "delivered": 0, "acknowledged": 0}
         code, out, err = cli(capsys, "relay", "restore", "--home", home, str(tmp_path / "b.db"))
         assert code == 2 and "stop it before restoring" in err
-        # A second relay on the same home is refused the same way.
+        # A second relay on the same home (so the same database) is refused too.
         second = RelayProcess(relay.home)
-        with pytest.raises(RuntimeError, match="in use by a running relay"):
+        with pytest.raises(RuntimeError, match="another relay is already running on the "
+                           "database"):
             second.start()
     finally:
         relay.stop()

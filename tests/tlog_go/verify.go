@@ -32,12 +32,44 @@ type consistency struct {
 	Proof   []string `json:"proof"`
 }
 
+// tile is a hash tile as a live relay served it (C2SP tlog-tiles: height 8).
+type tile struct {
+	Level int64  `json:"level"`
+	Index int64  `json:"index"`
+	Width int    `json:"width"`
+	Data  string `json:"data"`
+}
+
 type testCase struct {
 	VKey        string        `json:"vkey"`
 	Checkpoint  string        `json:"checkpoint"`
 	Inclusion   []inclusion   `json:"inclusion"`
 	Consistency []consistency `json:"consistency"`
+	// With tiles: Go computes the proofs itself from them (tlog.TileHashReader checks
+	// every tile it reads against the checkpoint's root), then checks them.
+	Tiles       []tile        `json:"tiles"`
+	ProveRecord []inclusion   `json:"prove_record"`
+	ProveTree   []consistency `json:"prove_tree"`
 }
+
+// tiles serves the relay's tiles to tlog.TileHashReader.
+type tiles map[tlog.Tile][]byte
+
+func (t tiles) Height() int { return 8 }
+
+func (t tiles) ReadTiles(want []tlog.Tile) ([][]byte, error) {
+	out := make([][]byte, len(want))
+	for i, w := range want {
+		data, ok := t[w]
+		if !ok {
+			return nil, fmt.Errorf("tile %v was not served", w)
+		}
+		out[i] = data
+	}
+	return out, nil
+}
+
+func (t tiles) SaveTiles([]tlog.Tile, [][]byte) {}
 
 func hash(s string) tlog.Hash {
 	b, err := base64.StdEncoding.DecodeString(s)
@@ -101,6 +133,34 @@ func main() {
 			fail("CheckTree(%d -> %d): %v", con.OldSize, size, err)
 		}
 	}
-	fmt.Printf("ok: %s size %d, %d inclusion and %d consistency proofs\n",
-		v.Name(), size, len(c.Inclusion), len(c.Consistency))
+	served := tiles{}
+	for _, t := range c.Tiles {
+		data, err := base64.StdEncoding.DecodeString(t.Data)
+		if err != nil {
+			fail("tile %d/%d: %v", t.Level, t.Index, err)
+		}
+		served[tlog.Tile{H: 8, L: int(t.Level), N: t.Index, W: t.Width}] = data
+	}
+	reader := tlog.TileHashReader(tlog.Tree{N: size, Hash: root}, served)
+	for _, inc := range c.ProveRecord {
+		p, err := tlog.ProveRecord(size, inc.Index, reader)
+		if err != nil {
+			fail("ProveRecord(leaf %d, size %d) from the tiles: %v", inc.Index, size, err)
+		}
+		if err := tlog.CheckRecord(p, size, root, inc.Index, hash(inc.LeafHash)); err != nil {
+			fail("CheckRecord(leaf %d, size %d) from the tiles: %v", inc.Index, size, err)
+		}
+	}
+	for _, con := range c.ProveTree {
+		p, err := tlog.ProveTree(size, con.OldSize, reader)
+		if err != nil {
+			fail("ProveTree(%d -> %d) from the tiles: %v", con.OldSize, size, err)
+		}
+		if err := tlog.CheckTree(p, size, root, con.OldSize, hash(con.OldRoot)); err != nil {
+			fail("CheckTree(%d -> %d) from the tiles: %v", con.OldSize, size, err)
+		}
+	}
+	fmt.Printf("ok: %s size %d, %d inclusion and %d consistency proofs, %d and %d from tiles\n",
+		v.Name(), size, len(c.Inclusion), len(c.Consistency), len(c.ProveRecord),
+		len(c.ProveTree))
 }

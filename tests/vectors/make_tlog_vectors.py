@@ -8,6 +8,7 @@ Deterministic: Ed25519 keys from fixed seeds, fixed timestamps, entries ``b"hotl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -22,6 +23,56 @@ from keys import tlog
 from keys.checkpoint import Checkpoint, Cosigner, cosigned_message, relay_origin, sign_checkpoint
 from keys.note import Signer, b64
 from keys.tlog_policy import hotline_policy
+
+VEC_DIR = Path(__file__).resolve().parent
+#: The relay of vectors.json (make_vectors.py: its key is Ed25519 from seed("relay/<id>")).
+HOTLINE_RELAY_ID = "hotline-relay-1"
+
+
+def _relay_seed() -> bytes:
+    from tests.vectors.make_vectors import seed
+
+    return seed(f"relay/{HOTLINE_RELAY_ID}")
+
+
+def hotline_record(witnesses: dict[str, Cosigner]) -> dict[str, Any]:
+    """PROTOCOL.md 20: the leaves of real Hotline statements (vectors.json's relay card,
+    accepted and rejected attestations), the tiles of their tree, and an evidence bundle
+    of notice 1 that ``hotline evidence verify`` accepts."""
+    from client.evidence import build_bundle
+    from client.record import Proven
+
+    vec = json.loads((VEC_DIR / "vectors.json").read_text())
+    statements = [("relay_key", bytes.fromhex(vec["relay_card"]["encoded"])),
+                  ("accepted", bytes.fromhex(vec["attestations"]["accepted"]["encoded"])),
+                  ("rejected", bytes.fromhex(vec["attestations"]["rejected"]["encoded"]))]
+    entries = [hashlib.sha256(st).digest() for _, st in statements]
+    tree = tlog.MemoryTree(entries)
+    log = Signer(relay_origin(HOTLINE_RELAY_ID), nacl.signing.SigningKey(_relay_seed()))
+    cp = Checkpoint(log.name, tree.size, tree.root())
+    note = (sign_checkpoint(cp, log) + "".join(
+        w.cosign(cp.text(), COSIGN_TIME).line() for w in witnesses.values()).encode())
+    policy = hotline_policy([log.vkey()], {c: [w.vkey()] for c, w in witnesses.items()})
+    notice_id = bytes.fromhex(vec["attestations"]["accepted"]["fields"]["notice_id"])
+    bundle = build_bundle(
+        notice_id=notice_id, root=bytes.fromhex(vec["roots"]["v1"]["encoded"]),
+        relay_card=statements[0][1], policy=policy,
+        proven=[Proven(statements[1][1], "accepted", 1, tree.size,
+                       tuple(tlog.inclusion_proof(tree.read, 1, tree.size)))],
+        checkpoints={tree.size: note}, confirmations=[], content=None)
+    tiles = [*tlog.tiles_for_size(tree.size), tlog.Tile(-1, 0, tree.size)]
+    return {
+        "log": {"origin": log.name, "vkey": log.vkey(), "seed": _relay_seed().hex()},
+        "leaves": [{"index": i, "kind": k, "statement_hex": st.hex(), "entry": b64(e),
+                    "leaf_hash": b64(tlog.leaf_hash(e))}
+                   for i, ((k, st), e) in enumerate(zip(statements, entries, strict=True))],
+        "size": tree.size, "root": b64(tree.root()),
+        "tiles": {t.path(): b64(tlog.encode_entry_bundle(entries) if t.is_entries
+                                else tlog.tile_bytes(t, tree.read)) for t in tiles},
+        "checkpoint": note.decode(),
+        "evidence_bundle": bundle.decode(),
+        "evidence_verified_at": int(vec["attestations"]["accepted"]["fields"]["at"]),
+    }
 
 LOG_SEED = bytes(range(32))
 WITNESS_SEEDS = {"us": bytes([0x11]) * 32, "cn": bytes([0x22]) * 32}
@@ -68,6 +119,12 @@ def build() -> dict[str, Any]:
         "policy": hotline_policy([log.vkey()], {c: [w.vkey()] for c, w in witnesses.items()})
         .decode(),
         "tile_paths": {str(n): tlog.encode_tile_index(n) for n in (0, 999, 1000, 1234067)},
+        # Hash tiles of the 300-entry tree: the full tile and the partial ones (SHA-256
+        # of the tile's bytes), and the entry bundle of the first 7 entries.
+        "tiles_300": {t.path(): hashlib.sha256(tlog.tile_bytes(t, tree.read)).hexdigest()
+                      for t in [tlog.Tile(0, 0), *tlog.tiles_for_size(300)]},
+        "entry_bundle_7": b64(tlog.encode_entry_bundle(entries[:7])),
+        "hotline": hotline_record(witnesses),
     }
 
 
