@@ -61,6 +61,10 @@ async def test_header_trickle_is_cut_off_and_honest_clients_are_served(
     assert len(closed_after) == 50
     # Trickling all ~140 bytes would take ~28 s; each was cut near the 1 s timeout.
     assert max(closed_after) < 5, closed_after
-    assert min(closed_after) >= 0.9, closed_after
-    assert max(honest) < 1.0, honest
+    # Not closed at once either: the relay's timer starts at accept, a little before this
+    # client's clock does (on a loaded machine, up to a few hundred ms before).
+    assert min(closed_after) >= 0.5, closed_after
+    # Honest requests are not queued behind the trickles (which would take ~28 s); the bound
+    # leaves room for two loaded cores.
+    assert max(honest) < 3.0, honest
     assert len(guarded_relay.events("http.header_timeout")) >= 50
